@@ -1,0 +1,73 @@
+"""mlops_async: an asyncio-native event bus for ML pipelines.
+
+One Producer/Consumer API over an in-memory bus, Kafka and Redis::
+
+    async with Producer("kafka://localhost:9092", topic="train") as producer:
+        await producer.send(MessageBuilder().with_msg_type(MessageType.START).build())
+
+    async with Consumer("kafka://localhost:9092", topic="train", group="trainers") as consumer:
+        async for msg in consumer:
+            ...
+"""
+
+from __future__ import annotations
+
+from .admin import Admin
+from .backends import Backend, Delivery, Record, Subscription, register_backend
+from .backends.base import GroupInfo, PartitionLag, TopicInfo
+from .codec import Codec
+from .consumer import Consumer
+from .deadletter import DeadLetter
+from .errors import (
+    BusClosed,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    InvalidMessage,
+    MessageError,
+    MessageTooLarge,
+    MissingDependency,
+    NotSupported,
+    PublishError,
+    SendTimeout,
+)
+from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
+from .producer import Producer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Admin",
+    "Backend",
+    "BusClosed",
+    "BusError",
+    "BusUnavailable",
+    "Codec",
+    "ConfigurationError",
+    "Consumer",
+    "DeadLetter",
+    "DecodeError",
+    "Delivery",
+    "EncodeError",
+    "GroupInfo",
+    "InvalidMessage",
+    "MLOpsMessage",
+    "MessageBuilder",
+    "MessageError",
+    "MessageTooLarge",
+    "MessageType",
+    "MissingDependency",
+    "NotSupported",
+    "PartitionLag",
+    "Producer",
+    "PublishError",
+    "Record",
+    "SendTimeout",
+    "Stage",
+    "Subscription",
+    "TopicInfo",
+    "__version__",
+    "register_backend",
+]

@@ -1,0 +1,177 @@
+"""The seam between the shared Producer/Consumer logic and one broker.
+
+A backend moves bytes. It knows nothing of MLOpsMessage, serialisation,
+batching policy or logging of outages; it publishes :class:`Record` batches,
+hands out :class:`Delivery` batches from a :class:`Subscription` and
+acknowledges them. Driver errors are translated here into
+:class:`~mlops_async.errors.BusUnavailable` (retriable) or another
+:class:`~mlops_async.errors.BusError` before they leave the module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import NotSupported
+
+__all__ = [
+    "Backend",
+    "Delivery",
+    "GroupInfo",
+    "Headers",
+    "OffsetReset",
+    "PartitionLag",
+    "Record",
+    "Subscription",
+    "TopicInfo",
+]
+
+Headers = tuple[tuple[str, bytes], ...]
+OffsetReset = Literal["earliest", "latest"]
+
+
+class Record:
+    """One payload to publish."""
+
+    __slots__ = ("headers", "key", "topic", "value")
+
+    def __init__(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        self.topic = topic
+        self.value = value
+        self.key = key
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Record(topic={self.topic!r}, key={self.key!r}, size={len(self.value)})"
+
+
+class Delivery:
+    """One payload received; ``position`` is the backend's handle for acknowledging it."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "position", "topic", "value")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int | str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        position: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.value = value
+        self.key = key
+        self.headers = headers
+        self.position = position
+
+    def where(self) -> str:
+        """Where this came from, for error messages: ``topic[partition]@offset``."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.where()}, size={len(self.value)})"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    name: str
+    partitions: int
+    messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None
+    end_offset: int
+    lag: int
+    pending: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    group: str
+    topics: tuple[str, ...]
+    members: int
+    state: str = ""
+    lag: tuple[PartitionLag, ...] = field(default=())
+
+
+class Subscription(ABC):
+    """A live read position on some topics, alone or as a member of a group."""
+
+    @abstractmethod
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_records`` deliveries; waits at most ``timeout`` s; [] when none came."""
+
+    @abstractmethod
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Mark deliveries as processed so the group never hands them out again."""
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027
+        """Give fetched-but-unprocessed deliveries back so they are delivered again.
+
+        The default does nothing: backends that redeliver unacknowledged records
+        to the next owner (Kafka offsets, Redis pending lists) need no action.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Leave the group; unacknowledged deliveries become available to other members."""
+
+
+class Backend(ABC):
+    """One connection to a broker, used by one Producer, Consumer or Admin."""
+
+    scheme: str = ""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections; raises BusUnavailable when the broker cannot be reached."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release every resource; safe to call twice."""
+
+    @abstractmethod
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Publish a batch and return once the broker confirmed all of it."""
+
+    @abstractmethod
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str | None,
+        auto_offset_reset: OffsetReset,
+        client_options: dict[str, Any],
+    ) -> Subscription:
+        """Open a subscription; ``group=None`` reads every message (broadcast)."""
+
+    # Admin operations: optional, each raises NotSupported unless overridden.
+    async def list_topics(self) -> list[TopicInfo]:
+        raise NotSupported(f"{self.scheme}:// cannot list topics")
+
+    async def create_topic(
+        self, name: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None
+    ) -> None:
+        raise NotSupported(f"{self.scheme}:// cannot create topics")
+
+    async def delete_topic(self, name: str) -> None:
+        raise NotSupported(f"{self.scheme}:// cannot delete topics")
+
+    async def describe_groups(self) -> list[GroupInfo]:
+        raise NotSupported(f"{self.scheme}:// cannot describe consumer groups")
+
+    async def group_lag(self, group: str) -> list[PartitionLag]:
+        raise NotSupported(f"{self.scheme}:// cannot report consumer-group lag")

@@ -1,0 +1,135 @@
+"""The ``mlops-async`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .admin import Admin
+from .demo import DemoResult, run_demo
+from .errors import BusError
+from .message import MessageType, MLOpsMessage
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Table
+    except ImportError:  # rich is the 'cli' extra: fall back to plain lines
+        return _demo_plain(args)
+
+    console = Console()
+    console.print(f"[bold]mlops_async demo[/] on [cyan]{args.url}[/] with {args.records} records")
+    with Progress(
+        TextColumn("{task.description:<9}"), BarColumn(), TextColumn("{task.fields[note]}"),
+        console=console, transient=False,
+    ) as progress:
+        bars = {
+            stage: progress.add_task(stage, total=100, note="waiting")
+            for stage in ("ETL", "TRAIN", "EVALUATE")
+        }
+
+        def on_status(msg: MLOpsMessage) -> None:
+            bar = bars.get(msg.stage or "")
+            if bar is None:
+                return
+            if msg.msg_type is MessageType.START:
+                progress.update(bar, completed=5, note="started")
+            elif msg.msg_type is MessageType.PROGRESS:
+                pct = msg.additional_arguments.get("percent", 0)
+                progress.update(bar, completed=pct, note=f"{pct}%")
+            elif msg.msg_type is MessageType.COMPLETE:
+                note = msg.user_message or "done"
+                if "accuracy" in msg.additional_arguments:
+                    note = f"accuracy {msg.additional_arguments['accuracy']:.3f}"
+                progress.update(bar, completed=100, note=note)
+
+        result = asyncio.run(run_demo(args.url, args.records, on_status=on_status))
+
+    table = Table(title="pipeline summary")
+    for col in ("stage", "messages", "seconds", "messages/s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for st in result.stages.values():
+        table.add_row(st.name, str(st.messages), f"{st.finished - st.started:.3f}", f"{st.rate:,.0f}")
+    console.print(table)
+    console.print(_summary(result))
+    return 0
+
+
+def _summary(result: DemoResult) -> str:
+    return (
+        f"{result.records} records, {result.status_messages} status messages, "
+        f"accuracy {result.accuracy:.3f}, total {result.seconds:.2f}s"
+    )
+
+
+def _demo_plain(args: argparse.Namespace) -> int:
+    def on_status(msg: MLOpsMessage) -> None:
+        print(f"[{msg.stage}] {msg.msg_type.value} {msg.user_message or ''}")
+
+    result = asyncio.run(run_demo(args.url, args.records, on_status=on_status))
+    for st in result.stages.values():
+        print(f"{st.name:<9} {st.messages:>8} msgs {st.rate:>12,.0f} msg/s")
+    print(_summary(result))
+    return 0
+
+
+async def _admin(args: argparse.Namespace) -> int:
+    async with Admin(args.url) as admin:
+        if args.command == "topics":
+            for t in sorted(await admin.list_topics(), key=lambda t: t.name):
+                extra = "" if t.messages is None else f"  messages={t.messages}"
+                print(f"{t.name}  partitions={t.partitions}{extra}")
+        else:
+            for g in await admin.describe_groups():
+                total = sum(p.lag for p in g.lag)
+                print(f"{g.group}  members={g.members}  state={g.state}  lag={total}")
+                for p in g.lag:
+                    print(f"  {p.topic}[{p.partition}] committed={p.committed} end={p.end_offset} "
+                          f"lag={p.lag}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops-async", description=__doc__)
+    p.add_argument("--version", action="version", version=f"mlops-async {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the demo ETL -> train -> evaluate pipeline")
+    d.add_argument("--url", default="memory://demo", help="bus URL (default: memory://demo)")
+    d.add_argument("--records", type=int, default=20_000, help="feature records to send")
+    d.add_argument("--plain", action="store_true", help="plain text output, no rich")
+    for name, text in (("topics", "list topics"), ("groups", "consumer groups and their lag")):
+        a = sub.add_parser(name, help=text)
+        a.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            return _demo_plain(args) if args.plain else _demo(args)
+        runner: Any = _admin(args)
+        return int(asyncio.run(runner))
+    except BusError as exc:
+        print(f"mlops-async: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Serialisation of messages: one Encoder/Decoder pair per schema, built once.
+
+Every payload starts with one marker byte that names its format and envelope
+version, so the wire format can change without breaking running consumers:
+
+======  =========================================================
+0x01    msgpack, envelope v1 (the default)
+0x02    JSON, envelope v1
+``{``   a bare JSON object from a foreign producer (read, never written)
+======  =========================================================
+
+A reader accepts every known marker whatever format it writes, so a topic can
+move from JSON to msgpack (or back) while consumers run. The size limit is
+checked before any decoding happens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import msgspec
+from msgspec.structs import force_setattr
+
+from .errors import DecodeError, EncodeError, MessageTooLarge
+from .message import MLOpsMessage
+
+__all__ = ["DEFAULT_MAX_SIZE", "JSON_V1", "MSGPACK_V1", "Codec", "Format"]
+
+T = TypeVar("T")
+Format = Literal["msgpack", "json"]
+
+MSGPACK_V1 = 0x01
+JSON_V1 = 0x02
+_BARE_JSON = ord("{")
+DEFAULT_MAX_SIZE = 1024 * 1024
+
+# Everything msgspec (and the interpreter, for absurd nesting) can raise while
+# decoding untrusted bytes; each is turned into our DecodeError.
+_DECODE_FAILURES = (msgspec.MsgspecError, RecursionError, ValueError, TypeError, OverflowError)
+
+
+def _describe(schema: Any) -> str:
+    return getattr(schema, "__name__", repr(schema))
+
+
+class Codec(Generic[T]):
+    """Encodes messages of ``schema`` to bytes and decodes bytes back into ``schema``.
+
+    ``schema`` is :class:`MLOpsMessage` by default, or any ``msgspec.Struct``
+    type. Instances are cheap to share; create one per schema and reuse it.
+    """
+
+    __slots__ = (
+        "_json_dec",
+        "_marker",
+        "_mp_dec",
+        "_encode",
+        "_has_topic",
+        "format",
+        "max_size",
+        "schema",
+    )
+
+    def __init__(
+        self,
+        schema: type[T] = cast("type[T]", MLOpsMessage),
+        *,
+        format: Format = "msgpack",
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        if format not in ("msgpack", "json"):
+            raise ValueError(f"unknown format {format!r}: use 'msgpack' or 'json'")
+        if max_size <= 1:
+            raise ValueError("max_size must be larger than 1 byte")
+        self.schema = schema
+        self.format = format
+        self.max_size = max_size
+        self._mp_dec = msgspec.msgpack.Decoder(schema)
+        self._json_dec = msgspec.json.Decoder(schema)
+        self._has_topic = "topic" in getattr(schema, "__struct_fields__", ())
+        if format == "msgpack":
+            self._marker = bytes([MSGPACK_V1])
+            self._encode = msgspec.msgpack.Encoder().encode
+        else:
+            self._marker = bytes([JSON_V1])
+            self._encode = msgspec.json.Encoder().encode
+
+    def encode(self, msg: T, *, where: str = "") -> bytes:
+        """Serialise ``msg``; raises :class:`EncodeError` or :class:`MessageTooLarge`."""
+        try:
+            data = self._marker + self._encode(msg)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise EncodeError(f"cannot encode {type(msg).__name__}: {exc}") from exc
+        if len(data) > self.max_size:
+            raise MessageTooLarge(len(data), self.max_size, where)
+        return data
+
+    def decode(self, data: bytes, *, topic: str | None = None, where: str = "") -> T:
+        """Decode ``data`` into the schema; ``topic`` is recorded on the message if it has one.
+
+        Raises :class:`MessageTooLarge` or :class:`DecodeError`, never a msgspec error.
+        """
+        size = len(data)
+        if size > self.max_size:
+            raise MessageTooLarge(size, self.max_size, where)
+        if size == 0:
+            raise DecodeError("empty payload", data, where)
+        marker = data[0]
+        try:
+            if marker == MSGPACK_V1:
+                msg = self._mp_dec.decode(memoryview(data)[1:])
+            elif marker == JSON_V1:
+                msg = self._json_dec.decode(memoryview(data)[1:])
+            elif marker == _BARE_JSON:
+                msg = self._json_dec.decode(data)
+            else:
+                raise DecodeError(
+                    f"unknown format marker 0x{marker:02x} (not an mlops_async payload, "
+                    f"or written by a newer version)",
+                    bytes(data),
+                    where,
+                )
+        except _DECODE_FAILURES as exc:
+            raise DecodeError(
+                f"not a valid {_describe(self.schema)}: {exc}", bytes(data), where
+            ) from None
+        if topic is not None and self._has_topic:
+            force_setattr(msg, "topic", topic)
+        return cast("T", msg)

@@ -1,0 +1,405 @@
+"""Consumer: ``async for msg in consumer`` with at-least-once acknowledgement.
+
+The consumer pulls a batch from its subscription only when its buffer is
+empty, so prefetch is bounded by ``prefetch``; messages are decoded one at a
+time as they are handed out, so one bad payload never affects its
+neighbours. A message is acknowledged only after the code that received it
+finished with it: when the next message is asked for, or at close (unless
+the ``async with`` block exits with an exception, in which case the message
+in hand is left for redelivery). Acknowledgements are batched.
+
+Payloads that cannot be decoded go to a dead-letter topic
+(``<topic>.dlq`` by default) with the reason, and are then acknowledged;
+``on_invalid="raise"`` raises :class:`DecodeError` from the iteration instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, cast
+
+from ._client import AsyncResource, Backoff, Outage, open_backend
+from .backends import Backend, Delivery, Subscription
+from .backends.base import OffsetReset
+from .codec import DEFAULT_MAX_SIZE, Codec
+from .deadletter import dead_letter_record
+from .errors import BusClosed, BusUnavailable, ConfigurationError, DecodeError, MessageTooLarge
+from .message import MLOpsMessage
+from .producer import _topics
+
+__all__ = ["Consumer"]
+
+log = logging.getLogger("mlops_async.consumer")
+
+M = TypeVar("M")
+
+
+class Consumer(AsyncResource, Generic[M]):
+    """Receives messages from topics, alone (every message) or in a ``group`` (shared work).
+
+    ``auto_offset_reset`` says where a new group starts: ``"latest"`` (only
+    messages published from now on) or ``"earliest"``. ``commit="manual"``
+    acknowledges only on :meth:`commit`. Keyword arguments the library does
+    not know are handed to the broker client.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        topic: str | Sequence[str] | None = None,
+        group: str | None = None,
+        auto_offset_reset: OffsetReset = "latest",
+        orchestrator: str | None = None,
+        orchestrator_endpoint: str | None = None,
+        schema: type[M] = cast("type[M]", MLOpsMessage),
+        max_message_size: int = DEFAULT_MAX_SIZE,
+        prefetch: int = 1000,
+        poll_timeout: float = 1.0,
+        commit: Literal["auto", "manual"] = "auto",
+        commit_interval: float = 1.0,
+        on_invalid: Literal["dead_letter", "raise"] = "dead_letter",
+        dead_letter_topic: str = "{topic}.dlq",
+        strict: bool = False,
+        backend: Backend | None = None,
+        **client_options: Any,
+    ) -> None:
+        if auto_offset_reset not in ("earliest", "latest"):
+            raise ConfigurationError("auto_offset_reset must be 'earliest' or 'latest'")
+        if commit not in ("auto", "manual"):
+            raise ConfigurationError("commit must be 'auto' or 'manual'")
+        if on_invalid not in ("dead_letter", "raise"):
+            raise ConfigurationError("on_invalid must be 'dead_letter' or 'raise'")
+        if prefetch < 1:
+            raise ConfigurationError("prefetch must be at least 1")
+        # The seed's spelling: group_id=..., as aiokafka calls it.
+        group = group or client_options.pop("group_id", None)
+        self._url = url
+        self._orchestrator = orchestrator
+        self._endpoint = orchestrator_endpoint
+        self._client_options = client_options
+        self._topics: list[str] = list(dict.fromkeys(_topics(topic)))
+        self.group = group
+        self._reset: OffsetReset = auto_offset_reset
+        self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
+        self._prefetch = prefetch
+        self._poll_timeout = poll_timeout
+        self._auto = commit == "auto"
+        self._commit_interval = commit_interval
+        self._on_invalid = on_invalid
+        self._dlq = dead_letter_topic
+        self.strict = strict
+        self._backend = backend
+
+        self._sub: Subscription | None = None
+        self._buf: deque[Delivery] = deque()
+        self._inflight: list[Delivery] = []  # handed out, not yet finished
+        self._finished: list[Delivery] = []  # finished, not yet acknowledged
+        self._last_ack = 0.0
+        self._started = False
+        self._closed = False
+        self._lock = asyncio.Lock()  # one fetch/ack/resubscribe at a time
+        self._topics_set: asyncio.Event | None = None
+        self._outage = Outage("consumer")
+        self._backoff = Backoff()
+        self.received = 0
+        self.dead_lettered = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend | None:
+        return self._backend
+
+    async def start(self) -> None:
+        """Connect and join the group. Lenient mode tolerates an absent broker."""
+        if self._closed:
+            raise BusClosed("consumer is closed")
+        if self._started:
+            return
+        self._started = True
+        self._last_ack = asyncio.get_running_loop().time()
+        if self._backend is None:
+            self._backend = await open_backend(
+                self._url, self._orchestrator, self._endpoint, self._client_options
+            )
+        try:
+            await self._backend.connect()
+            if self._topics:
+                await self._open_subscription()
+        except BusUnavailable as exc:
+            if self.strict:
+                raise
+            self._outage.down(exc, asyncio.get_running_loop().time())
+
+    async def close(self, *, processed: bool = True) -> None:
+        """Acknowledge what was processed, leave the group, release the connection.
+
+        ``processed=False`` leaves the message(s) in hand unacknowledged, for
+        redelivery. Safe to call twice.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if processed and self._auto:
+                self._finished.extend(self._inflight)
+                self._inflight.clear()
+            if self._sub is not None and self._finished:
+                try:
+                    await self._sub.ack(self._finished)
+                    self._finished.clear()
+                except BusUnavailable as exc:
+                    log.warning(
+                        "consumer closing: %d processed message(s) could not be acknowledged "
+                        "and will be delivered again (%s)", len(self._finished), exc,
+                    )
+        finally:
+            self._buf.clear()
+            sub, self._sub = self._sub, None
+            try:
+                if sub is not None:
+                    await sub.close()
+            finally:
+                if self._backend is not None:
+                    await self._backend.close()
+                if self._topics_set is not None:
+                    self._topics_set.set()  # wake an iteration waiting for topics
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(processed=exc is None)
+
+    # -- topics -------------------------------------------------------------
+
+    def get_subscriptions(self) -> list[str]:
+        """The topics currently subscribed to (an empty list when none)."""
+        return list(self._topics)
+
+    async def subscribe(self, topic: str | Sequence[str]) -> None:
+        """Add one topic or a list of topics to the subscription."""
+        added = [t for t in _topics(topic) if t not in self._topics]
+        if not added:
+            return
+        self._topics.extend(added)
+        if self._started and not self._closed:
+            await self._resubscribe()
+        if self._topics_set is not None:
+            self._topics_set.set()
+
+    async def unsubscribe(self) -> None:
+        """Remove every topic; iteration then waits and ``get_messages`` returns []."""
+        self._topics.clear()
+        if self._started and not self._closed:
+            await self._resubscribe()
+        if self._topics_set is not None:
+            self._topics_set.clear()
+
+    async def _resubscribe(self) -> None:
+        async with self._lock:
+            if self._auto:
+                self._finished.extend(self._inflight)
+                self._inflight.clear()
+            await self._ack_finished()
+            # Buffered, never handed out: the group hands them out again.
+            self._buf.clear()
+            sub, self._sub = self._sub, None
+            if sub is not None:
+                await sub.close()
+            if self._topics:
+                try:
+                    await self._open_subscription()
+                except BusUnavailable as exc:
+                    if self.strict:
+                        raise
+                    self._outage.down(exc, asyncio.get_running_loop().time())
+
+    async def _open_subscription(self) -> None:
+        assert self._backend is not None
+        self._sub = await self._backend.subscribe(
+            list(self._topics),
+            group=self.group,
+            auto_offset_reset=self._reset,
+            client_options=self._client_options,
+        )
+
+    # -- receiving ----------------------------------------------------------
+
+    def __aiter__(self) -> Consumer[M]:
+        return self
+
+    async def __anext__(self) -> M:
+        inflight = self._inflight
+        if inflight:
+            if self._auto:
+                self._finished.extend(inflight)
+                if len(self._finished) >= self._prefetch or (
+                    asyncio.get_running_loop().time() - self._last_ack > self._commit_interval
+                ):
+                    async with self._lock:
+                        await self._ack_finished()
+            inflight.clear()
+        buf = self._buf
+        while True:
+            while buf:
+                d = buf.popleft()
+                try:
+                    msg = self._codec.decode(d.value, topic=d.topic)
+                except (DecodeError, MessageTooLarge) as exc:
+                    await self._invalid(d, exc)
+                    continue
+                inflight.append(d)
+                self.received += 1
+                return msg
+            if self._closed:
+                raise StopAsyncIteration
+            await self._refill(wait_for_topics=True)
+
+    async def get_messages(
+        self,
+        filter: Callable[[M], bool] | None = None,
+        *,
+        max_messages: int | None = None,
+        timeout: float | None = None,
+    ) -> list[M]:
+        """One poll: the buffered or newly fetched messages that pass ``filter``.
+
+        Returns [] when nothing arrived within ``timeout`` (default
+        ``poll_timeout``), when nothing is subscribed, and (lenient mode) when
+        the broker is unavailable. Messages rejected by ``filter`` are
+        acknowledged; the returned ones are acknowledged at the next call or at
+        close (auto commit).
+        """
+        if self._closed:
+            raise BusClosed("consumer is closed")
+        if not self._started:
+            await self.start()
+        if self._auto and self._inflight:
+            self._finished.extend(self._inflight)
+            self._inflight.clear()
+        if not self._buf:
+            await self._refill(wait_for_topics=False, timeout=timeout)
+        limit = max_messages or self._prefetch
+        out: list[M] = []
+        buf = self._buf
+        while buf and len(out) < limit:
+            d = buf.popleft()
+            try:
+                msg = self._codec.decode(d.value, topic=d.topic)
+            except (DecodeError, MessageTooLarge) as exc:
+                await self._invalid(d, exc)
+                continue
+            self.received += 1
+            if filter is None or filter(msg):
+                out.append(msg)
+                self._inflight.append(d)
+            else:
+                self._finished.append(d)
+        return out
+
+    async def commit(self) -> None:
+        """Acknowledge every message handed out so far (for ``commit="manual"``)."""
+        self._finished.extend(self._inflight)
+        self._inflight.clear()
+        async with self._lock:
+            await self._ack_finished()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "dead_lettered": self.dead_lettered,
+            "buffered": len(self._buf),
+            "unacknowledged": len(self._inflight) + len(self._finished),
+            "outage": self._outage.active,
+        }
+
+    # -- internals ----------------------------------------------------------
+
+    async def _ack_finished(self) -> None:
+        if not self._finished or self._sub is None:
+            return
+        batch, self._finished = self._finished, []
+        try:
+            await self._sub.ack(batch)
+        except BaseException:
+            self._finished[:0] = batch  # try again with the next batch
+            raise
+        self._last_ack = asyncio.get_running_loop().time()
+
+    async def _wait_for_topics(self) -> None:
+        if self._topics_set is None:
+            self._topics_set = asyncio.Event()
+        if self._topics:
+            self._topics_set.set()
+        await self._topics_set.wait()
+
+    async def _refill(self, *, wait_for_topics: bool, timeout: float | None = None) -> None:
+        if not self._started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        if not self._topics:
+            if wait_for_topics:
+                await self._wait_for_topics()
+            return
+        async with self._lock:
+            if self._closed:
+                return
+            try:
+                await self._ack_finished()
+                if self._sub is None:
+                    assert self._backend is not None
+                    await self._backend.connect()
+                    await self._open_subscription()
+                    assert self._sub is not None
+                sub = self._sub
+                batch = await sub.fetch(
+                    self._prefetch, self._poll_timeout if timeout is None else timeout
+                )
+            except BusUnavailable as exc:
+                if self.strict:
+                    raise
+                self._outage.down(exc, loop.time())
+                delay = self._backoff.next_delay()
+            else:
+                if self._outage.active:
+                    self._outage.up(loop.time())
+                self._backoff.reset()
+                self._buf.extend(batch)
+                return
+        if wait_for_topics:  # iteration retries; a get_messages poll just returns []
+            await asyncio.sleep(delay)
+
+    async def _invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
+        where = d.where()
+        if isinstance(exc, DecodeError):
+            exc = DecodeError(exc.reason, exc.payload, where)
+        else:
+            exc = MessageTooLarge(exc.size, exc.limit, where)
+        self._finished.append(d)
+        if self._on_invalid == "raise":
+            raise exc
+        dlq = self._dlq.format(topic=d.topic)
+        record = dead_letter_record(dlq, d, exc)
+        assert self._backend is not None
+        while True:
+            try:
+                await self._backend.publish([record])
+                break
+            except BusUnavailable as pub_exc:
+                if self.strict:
+                    self._finished.pop()
+                    self._buf.appendleft(d)
+                    raise
+                self._outage.down(pub_exc, asyncio.get_running_loop().time())
+                await asyncio.sleep(self._backoff.next_delay())
+        self.dead_lettered += 1
+        log.warning("dead-lettered %s to %s: %s", where, dlq, exc)

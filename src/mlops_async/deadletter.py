@@ -1,0 +1,61 @@
+"""Dead letters: the original bytes of a message that could not be handled, and why."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from .backends import Delivery, Record
+
+__all__ = ["DeadLetter", "dead_letter_record"]
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A message that failed, kept verbatim with the reason.
+
+    Read them with ``Consumer(..., schema=DeadLetter)``; ``original`` holds the
+    exact bytes that were received, so a fixed consumer can replay them.
+    """
+
+    original: bytes
+    error_type: str
+    error: str
+    source_topic: str
+    partition: int | None = None
+    offset: str | None = None
+    key: bytes | None = None
+    attempts: int = 1
+    handler: str | None = None
+    failed_at: float = 0.0
+    topic: str | None = None
+
+
+_ENCODE = msgspec.msgpack.Encoder().encode
+
+
+def dead_letter_record(
+    dlq_topic: str, delivery: Delivery, error: BaseException, *, attempts: int = 1,
+    handler: str | None = None,
+) -> Record:
+    """Build the record that carries ``delivery`` to ``dlq_topic`` (msgpack envelope v1)."""
+    letter = DeadLetter(
+        original=bytes(delivery.value),
+        error_type=type(error).__name__,
+        error=str(error)[:2000],
+        source_topic=delivery.topic,
+        partition=delivery.partition,
+        offset=str(delivery.offset),
+        key=delivery.key,
+        attempts=attempts,
+        handler=handler,
+        failed_at=time.time(),
+    )
+    headers = (
+        ("x-error-type", letter.error_type.encode()),
+        ("x-error", letter.error[:500].encode()),
+        ("x-source-topic", delivery.topic.encode()),
+        ("x-source-position", delivery.where().encode()),
+        ("x-attempts", str(attempts).encode()),
+    )
+    return Record(dlq_topic, b"\x01" + _ENCODE(letter), delivery.key, headers)

@@ -1,0 +1,184 @@
+"""The one message structure every stage of a pipeline exchanges.
+
+``MLOpsMessage`` is a frozen msgspec Struct: cheap to build, impossible to
+mutate after ``build()``, and decoded straight from the wire without an
+intermediate dict. Every field added later must have a default, so programs
+built against an older version keep reading newer messages and vice versa.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from typing import Any
+
+import msgspec
+
+from .errors import InvalidMessage
+
+__all__ = ["MLOpsMessage", "MessageBuilder", "MessageType", "Stage", "new_id"]
+
+
+class MessageType(str, enum.Enum):
+    """What a message announces. New members may be added; old readers keep working."""
+
+    START = "START"
+    PROGRESS = "PROGRESS"
+    COMPLETE = "COMPLETE"
+    FAILURE = "FAILURE"
+    DATA = "DATA"
+    INFO = "INFO"
+    STOP = "STOP"
+
+
+class Stage(str, enum.Enum):
+    """Usual phases of an ML pipeline; any plain string is accepted as well."""
+
+    ETL = "ETL"
+    TRAIN = "TRAIN"
+    EVALUATE = "EVALUATE"
+    DEPLOY = "DEPLOY"
+    MONITOR = "MONITOR"
+
+
+def new_id() -> str:
+    """A random 128-bit id as 32 hex characters (uuid4 strength, without its cost)."""
+    return os.urandom(16).hex()
+
+
+def _text(value: str | enum.Enum | None) -> str | None:
+    if value is None or isinstance(value, str) and not isinstance(value, enum.Enum):
+        return value
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    raise InvalidMessage(f"expected a string, got {type(value).__name__}")
+
+
+class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An immutable pipeline message.
+
+    ``topic`` is filled in by the consumer with the topic the message came
+    from; it is not sent over the wire by the producer.
+    """
+
+    id: str
+    created_at: float
+    msg_type: MessageType
+    creator_type: str | None = None
+    creator: str | None = None
+    user_message: str | None = None
+    next_task: str | None = None
+    stage: str | None = None
+    topic: str | None = None
+    correlation_id: str | None = None
+    additional_arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    # Getters for code written against the original orchestration library.
+    def get_id(self) -> str:
+        return self.id
+
+    def get_created_at(self) -> float:
+        return self.created_at
+
+    def get_msg_type(self) -> MessageType:
+        return self.msg_type
+
+    def get_creator_type(self) -> str | None:
+        return self.creator_type
+
+    def get_creator(self) -> str | None:
+        return self.creator
+
+    def get_user_message(self) -> str | None:
+        return self.user_message
+
+    def get_next_task(self) -> str | None:
+        return self.next_task
+
+    def get_stage(self) -> str | None:
+        return self.stage
+
+    def get_topic(self) -> str | None:
+        return self.topic
+
+    def get_correlation_id(self) -> str | None:
+        return self.correlation_id
+
+    def get_additional_arguments(self) -> dict[str, Any]:
+        return dict(self.additional_arguments)
+
+    def to_builder(self) -> MessageBuilder:
+        """A builder preloaded with this message's fields; ``build()`` gives a new id and time."""
+        b = MessageBuilder()
+        b._fields = {
+            f: getattr(self, f)
+            for f in self.__struct_fields__
+            if f not in ("id", "created_at", "topic")
+        }
+        b._fields["additional_arguments"] = dict(self.additional_arguments)
+        return b
+
+
+class MessageBuilder:
+    """Fluent builder: every ``with_*`` call returns the builder; later calls overwrite."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] = {}
+
+    def with_msg_type(self, msg_type: MessageType | str) -> MessageBuilder:
+        try:
+            self._fields["msg_type"] = MessageType(msg_type)
+        except ValueError:
+            known = ", ".join(m.value for m in MessageType)
+            raise InvalidMessage(f"unknown msg_type {msg_type!r}; known: {known}") from None
+        return self
+
+    def with_creator_type(self, creator_type: str | enum.Enum) -> MessageBuilder:
+        self._fields["creator_type"] = _text(creator_type)
+        return self
+
+    def with_creator(self, creator: str) -> MessageBuilder:
+        self._fields["creator"] = _text(creator)
+        return self
+
+    def with_user_msg(self, user_message: str) -> MessageBuilder:
+        self._fields["user_message"] = _text(user_message)
+        return self
+
+    with_user_message = with_user_msg
+
+    def with_next_task(self, next_task: str | enum.Enum) -> MessageBuilder:
+        self._fields["next_task"] = _text(next_task)
+        return self
+
+    def with_stage(self, stage: str | enum.Enum) -> MessageBuilder:
+        self._fields["stage"] = _text(stage)
+        return self
+
+    def with_correlation_id(self, correlation_id: str) -> MessageBuilder:
+        self._fields["correlation_id"] = _text(correlation_id)
+        return self
+
+    def with_additional_arguments(self, arguments: dict[str, Any]) -> MessageBuilder:
+        if not isinstance(arguments, dict):
+            raise InvalidMessage(
+                f"additional_arguments must be a dict, got {type(arguments).__name__}"
+            )
+        self._fields["additional_arguments"] = dict(arguments)
+        return self
+
+    def with_argument(self, key: str, value: Any) -> MessageBuilder:
+        args = self._fields.setdefault("additional_arguments", {})
+        args[key] = value
+        return self
+
+    def build(self) -> MLOpsMessage:
+        """Return the frozen message; raises :class:`InvalidMessage` if ``msg_type`` is unset."""
+        if "msg_type" not in self._fields:
+            raise InvalidMessage("msg_type is required: call with_msg_type(MessageType.X)")
+        fields = dict(self._fields)
+        fields["additional_arguments"] = dict(fields.get("additional_arguments", {}))
+        return MLOpsMessage(id=new_id(), created_at=time.time(), **fields)

@@ -1,0 +1,396 @@
+"""Producer: ``await producer.send(msg)`` from any number of tasks, batched to the broker.
+
+``send`` encodes the message and puts it in a bounded buffer; one sender task
+cuts the buffer into batches (by count and bytes, after an optional linger)
+and publishes them. The buffer counts a record until the broker confirmed it,
+so memory stays bounded whatever the broker does; when it is full, ``send``
+waits (backpressure) instead of dropping anything.
+
+When the broker is away the sender keeps the batch and retries with backoff.
+By default ``send`` keeps queueing (the orchestration seed's rule: an outage
+must not crash the pipeline) and one warning is logged per outage;
+``strict=True`` makes ``send`` and ``flush`` raise :class:`BusUnavailable`
+instead. Records the broker refuses for good are logged and reported by the
+next ``flush()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast
+
+from ._client import AsyncResource, Backoff, Outage, open_backend
+from .backends import Backend, Record
+from .codec import DEFAULT_MAX_SIZE, Codec, Format
+from .errors import BusClosed, BusError, BusUnavailable, PublishError, SendTimeout
+from .message import MLOpsMessage
+
+__all__ = ["Producer"]
+
+log = logging.getLogger("mlops_async.producer")
+
+M = TypeVar("M")
+
+HeadersIn = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
+
+
+def _headers(headers: HeadersIn) -> tuple[tuple[str, bytes], ...] | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((k, v.encode() if isinstance(v, str) else bytes(v)) for k, v in items)
+
+
+def _topics(topic: str | Sequence[str] | None) -> tuple[str, ...]:
+    if topic is None:
+        return ()
+    if isinstance(topic, str):
+        return (topic,)
+    return tuple(topic)
+
+
+class Producer(AsyncResource, Generic[M]):
+    """Publishes messages to one or more topics.
+
+    ``url`` picks the broker (``memory://``, ``kafka://host:9092``,
+    ``redis://host:6379/0``); the seed's ``orchestrator``/``orchestrator_endpoint``
+    spelling works too. Keyword arguments the library does not know are handed
+    to the broker client (e.g. ``acks``, ``compression_type``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        topic: str | Sequence[str] | None = None,
+        orchestrator: str | None = None,
+        orchestrator_endpoint: str | None = None,
+        schema: type[M] = cast("type[M]", MLOpsMessage),
+        format: Format = "msgpack",
+        max_message_size: int = DEFAULT_MAX_SIZE,
+        batch_size: int = 1000,
+        batch_bytes: int = 1024 * 1024,
+        linger: float = 0.0,
+        buffer_size: int = 10_000,
+        buffer_bytes: int = 32 * 1024 * 1024,
+        send_timeout: float | None = None,
+        close_timeout: float = 30.0,
+        strict: bool = False,
+        backend: Backend | None = None,
+        **client_options: Any,
+    ) -> None:
+        if batch_size < 1 or buffer_size < batch_size:
+            raise ValueError("need 1 <= batch_size <= buffer_size")
+        self._url = url
+        self._orchestrator = orchestrator
+        self._endpoint = orchestrator_endpoint
+        self._client_options = client_options
+        self._topics = _topics(topic)
+        self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
+        self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
+        self._linger = linger
+        self._max_count = buffer_size
+        self._max_bytes = buffer_bytes
+        self._send_timeout = send_timeout
+        self._close_timeout = close_timeout
+        self.strict = strict
+        self._backend = backend
+
+        self._buf: deque[Record] = deque()
+        self._count = 0  # records buffered or in flight
+        self._bytes = 0
+        self._queued = 0  # sequence number of the last record queued
+        self._settled = 0  # records confirmed or refused, in queue order
+        self._failures: list[tuple[int, int, BaseException]] = []  # (first seq, last seq, error)
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._connected = False
+        self._closing = False
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+        self._outage = Outage("producer")
+        self.sent = 0
+        self.failed = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend | None:
+        return self._backend
+
+    async def start(self) -> None:
+        """Connect to the broker. Lenient mode tolerates an absent broker (sends queue up)."""
+        async with self._start_lock:
+            if self._closed or self._closing:
+                raise BusClosed("producer is closed")
+            if self._sender is not None:
+                return
+            if self._backend is None:
+                self._backend = await open_backend(
+                    self._url, self._orchestrator, self._endpoint, self._client_options
+                )
+            try:
+                await self._backend.connect()
+                self._connected = True
+            except BusUnavailable as exc:
+                if self.strict:
+                    await self._backend.close()
+                    raise
+                self._outage.down(exc, asyncio.get_running_loop().time(), "messages will queue")
+            self._sender = asyncio.create_task(self._run(), name="mlops_async.producer.sender")
+
+    async def close(self) -> None:
+        """Deliver what is queued (up to ``close_timeout`` s), then release everything.
+
+        Safe to call twice. Records still undelivered after the timeout are
+        counted in the log at ERROR level, never dropped without a word.
+        """
+        if self._closed:
+            return
+        self._closing = True
+        sender = self._sender
+        try:
+            if sender is not None and not sender.done() and self._settled < self._queued:
+                try:
+                    await asyncio.wait_for(self._wait_settled(self._queued), self._close_timeout)
+                except (TimeoutError, BusError) as exc:
+                    log.error(
+                        "producer closed with %d message(s) not confirmed by the broker: %s",
+                        self._queued - self._settled,
+                        exc or "timed out",
+                    )
+        finally:
+            self._closed = True
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            self._fail_waiters(BusClosed("producer closed"))
+            if self._backend is not None:
+                await self._backend.close()
+
+    # -- sending -----------------------------------------------------------
+
+    async def send(
+        self,
+        msg: M,
+        *,
+        topic: str | Sequence[str] | None = None,
+        key: str | bytes | None = None,
+        headers: HeadersIn = None,
+        flush: bool = False,
+    ) -> None:
+        """Queue ``msg`` for every target topic; returns once queued.
+
+        With ``flush=True`` returns once the broker confirmed it. Waits while
+        the buffer is full. Raises :class:`MessageTooLarge`/:class:`EncodeError`
+        for a bad message, :class:`SendTimeout` after ``send_timeout``,
+        :class:`BusUnavailable` in strict mode during an outage, and
+        :class:`BusClosed` after close.
+        """
+        if self._sender is None or self._closing:
+            await self._ensure_open()
+        value = self._codec.encode(msg)
+        topics = self._topics if topic is None else _topics(topic)
+        if not topics:
+            raise ValueError("no topic: pass topic= to send() or to the Producer")
+        if self.strict and self._outage.active:
+            raise BusUnavailable("broker unavailable (strict mode)")
+        k = key.encode() if isinstance(key, str) else key
+        h = _headers(headers) if headers else None
+        n = len(topics)
+        size = len(value) * n
+        if self._count and (self._count + n > self._max_count or self._bytes + size > self._max_bytes):
+            await self._wait_for_room(n, size)
+        buf = self._buf
+        for t in topics:
+            buf.append(Record(t, value, k, h))
+        self._count += n
+        self._bytes += size
+        self._queued += n
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        if flush:
+            await self._wait_settled(self._queued)
+
+    async def send_many(
+        self,
+        msgs: Iterable[M],
+        *,
+        topic: str | Sequence[str] | None = None,
+        key: str | bytes | None = None,
+        headers: HeadersIn = None,
+        flush: bool = False,
+    ) -> None:
+        """Queue several messages; same rules as :meth:`send`."""
+        for msg in msgs:
+            await self.send(msg, topic=topic, key=key, headers=headers)
+        if flush:
+            await self.flush()
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far was confirmed by the broker.
+
+        Raises :class:`PublishError` if the broker refused any of those
+        records, :class:`BusUnavailable` in strict mode during an outage, and
+        ``TimeoutError`` after ``timeout`` seconds.
+        """
+        if self._sender is None:
+            return
+        target = self._queued
+        if timeout is None:
+            await self._wait_settled(target)
+        else:
+            await asyncio.wait_for(self._wait_settled(target), timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for dashboards and tests."""
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "buffered": self._count,
+            "buffered_bytes": self._bytes,
+            "outage": self._outage.active,
+        }
+
+    # -- internals -----------------------------------------------------------
+
+    async def _ensure_open(self) -> None:
+        if self._closing or self._closed:
+            raise BusClosed("producer is closed")
+        await self.start()
+
+    async def _wait_for_room(self, n: int, size: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
+        while self._count and (
+            self._count + n > self._max_count or self._bytes + size > self._max_bytes
+        ):
+            if self._closing:
+                raise BusClosed("producer is closed")
+            if self.strict and self._outage.active:
+                raise BusUnavailable("broker unavailable (strict mode)")
+            fut = loop.create_future()
+            self._room_waiters.append(fut)
+            try:
+                if deadline is None:
+                    await fut
+                else:
+                    await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise SendTimeout(
+                    f"send buffer full ({self._count} records, {self._bytes} bytes) for "
+                    f"{self._send_timeout}s"
+                ) from None
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._room_waiters.remove(fut)
+
+    async def _wait_settled(self, target: int) -> None:
+        first_unsettled = self._settled + 1
+        if self._settled < target:
+            if self.strict and self._outage.active:
+                raise BusUnavailable("broker unavailable (strict mode)")
+            fut = asyncio.get_running_loop().create_future()
+            self._flush_waiters.append((target, fut))
+            await fut
+        failed = [(a, b, e) for a, b, e in self._failures if b >= first_unsettled and a <= target]
+        if failed:
+            count = sum(min(b, target) - max(a, first_unsettled) + 1 for a, b, _ in failed)
+            err = failed[-1][2]
+            raise PublishError(f"{count} record(s) were refused by the broker: {err}") from err
+
+    def _settle(self, n: int) -> None:
+        self._settled += n
+        done = [w for w in self._flush_waiters if w[0] <= self._settled]
+        if done:
+            self._flush_waiters = [w for w in self._flush_waiters if w[0] > self._settled]
+            for _, fut in done:
+                if not fut.done():
+                    fut.set_result(None)
+        # Failures older than every waiter can no longer be reported to anyone.
+        if self._failures and not self._flush_waiters and len(self._failures) > 100:
+            del self._failures[:-100]
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        waiters, self._flush_waiters = self._flush_waiters, []
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(exc)
+        while self._room_waiters:
+            fut = self._room_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the waiter re-checks and sees the closed state
+
+    def _cut_batch(self) -> tuple[list[Record], int]:
+        buf = self._buf
+        batch: list[Record] = []
+        size = 0
+        limit, max_bytes = self._batch_size, self._batch_bytes
+        while buf and len(batch) < limit:
+            r = buf[0]
+            if batch and size + len(r.value) > max_bytes:
+                break
+            buf.popleft()
+            batch.append(r)
+            size += len(r.value)
+        return batch, size
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        assert self._backend is not None
+        backend = self._backend
+        while True:
+            if not self._buf:
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                if self._linger > 0 and len(self._buf) < self._batch_size:
+                    await asyncio.sleep(self._linger)
+            batch, size = self._cut_batch()
+            while True:
+                try:
+                    if not self._connected:
+                        await backend.connect()
+                        self._connected = True
+                    await backend.publish(batch)
+                except BusUnavailable as exc:
+                    self._outage.down(exc, loop.time(), f"{self._count} message(s) held")
+                    if self.strict:
+                        self._fail_waiters(exc)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                except Exception as exc:  # refused for good: report, never hide
+                    first = self._settled + 1
+                    self._failures.append((first, first + len(batch) - 1, exc))
+                    self.failed += len(batch)
+                    log.error(
+                        "broker refused %d record(s) for %s: %s",
+                        len(batch),
+                        sorted({r.topic for r in batch}),
+                        exc,
+                    )
+                else:
+                    self.sent += len(batch)
+                    if self._outage.active:
+                        self._outage.up(loop.time(), f"delivering {self._count} held message(s)")
+                    backoff.reset()
+                break
+            self._count -= len(batch)
+            self._bytes -= size
+            self._settle(len(batch))
+            while self._room_waiters:
+                fut = self._room_waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
