@@ -29,8 +29,11 @@ def _demo(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"[bold]mlops_async demo[/] on [cyan]{args.url}[/] with {args.records} records")
     with Progress(
-        TextColumn("{task.description:<9}"), BarColumn(), TextColumn("{task.fields[note]}"),
-        console=console, transient=False,
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+        transient=False,
     ) as progress:
         bars = {
             stage: progress.add_task(stage, total=100, note="waiting")
@@ -58,7 +61,9 @@ def _demo(args: argparse.Namespace) -> int:
     for col in ("stage", "messages", "seconds", "messages/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for st in result.stages.values():
-        table.add_row(st.name, str(st.messages), f"{st.finished - st.started:.3f}", f"{st.rate:,.0f}")
+        table.add_row(
+            st.name, str(st.messages), f"{st.finished - st.started:.3f}", f"{st.rate:,.0f}"
+        )
     console.print(table)
     console.print(_summary(result))
     return 0
@@ -93,8 +98,10 @@ async def _admin(args: argparse.Namespace) -> int:
                 total = sum(p.lag for p in g.lag)
                 print(f"{g.group}  members={g.members}  state={g.state}  lag={total}")
                 for p in g.lag:
-                    print(f"  {p.topic}[{p.partition}] committed={p.committed} end={p.end_offset} "
-                          f"lag={p.lag}")
+                    print(
+                        f"  {p.topic}[{p.partition}] committed={p.committed} end={p.end_offset} "
+                        f"lag={p.lag}"
+                    )
     return 0
 
 

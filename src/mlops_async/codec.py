@@ -16,17 +16,19 @@ checked before any decoding happens.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, cast
 
 import msgspec
 from msgspec.structs import force_setattr
+from typing_extensions import TypeVar
 
 from .errors import DecodeError, EncodeError, MessageTooLarge
 from .message import MLOpsMessage
 
 __all__ = ["DEFAULT_MAX_SIZE", "JSON_V1", "MSGPACK_V1", "Codec", "Format"]
 
-T = TypeVar("T")
+T = TypeVar("T", default=MLOpsMessage)
+_DEFAULT_SCHEMA: Any = MLOpsMessage  # typed Any so that Codec() infers T = MLOpsMessage
 Format = Literal["msgpack", "json"]
 
 MSGPACK_V1 = 0x01
@@ -51,11 +53,11 @@ class Codec(Generic[T]):
     """
 
     __slots__ = (
+        "_encode",
+        "_has_topic",
         "_json_dec",
         "_marker",
         "_mp_dec",
-        "_encode",
-        "_has_topic",
         "format",
         "max_size",
         "schema",
@@ -63,7 +65,7 @@ class Codec(Generic[T]):
 
     def __init__(
         self,
-        schema: type[T] = cast("type[T]", MLOpsMessage),
+        schema: type[T] = _DEFAULT_SCHEMA,
         *,
         format: Format = "msgpack",
         max_size: int = DEFAULT_MAX_SIZE,
@@ -125,5 +127,5 @@ class Codec(Generic[T]):
                 f"not a valid {_describe(self.schema)}: {exc}", bytes(data), where
             ) from None
         if topic is not None and self._has_topic:
-            force_setattr(msg, "topic", topic)
-        return cast("T", msg)
+            force_setattr(cast(msgspec.Struct, msg), "topic", topic)
+        return msg

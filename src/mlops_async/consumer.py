@@ -16,12 +16,13 @@ Payloads that cannot be decoded go to a dead-letter topic
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal
+
+from typing_extensions import TypeVar
 
 from ._client import AsyncResource, Backoff, Outage, open_backend
 from .backends import Backend, Delivery, Subscription
@@ -36,7 +37,8 @@ __all__ = ["Consumer"]
 
 log = logging.getLogger("mlops_async.consumer")
 
-M = TypeVar("M")
+M = TypeVar("M", default=MLOpsMessage)
+_DEFAULT_SCHEMA: Any = MLOpsMessage  # typed Any so that Producer() infers M = MLOpsMessage
 
 
 class Consumer(AsyncResource, Generic[M]):
@@ -57,7 +59,7 @@ class Consumer(AsyncResource, Generic[M]):
         auto_offset_reset: OffsetReset = "latest",
         orchestrator: str | None = None,
         orchestrator_endpoint: str | None = None,
-        schema: type[M] = cast("type[M]", MLOpsMessage),
+        schema: type[M] = _DEFAULT_SCHEMA,
         max_message_size: int = DEFAULT_MAX_SIZE,
         prefetch: int = 1000,
         poll_timeout: float = 1.0,
@@ -157,7 +159,9 @@ class Consumer(AsyncResource, Generic[M]):
                 except BusUnavailable as exc:
                     log.warning(
                         "consumer closing: %d processed message(s) could not be acknowledged "
-                        "and will be delivered again (%s)", len(self._finished), exc,
+                        "and will be delivered again (%s)",
+                        len(self._finished),
+                        exc,
                     )
         finally:
             self._buf.clear()
@@ -239,15 +243,14 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def __anext__(self) -> M:
         inflight = self._inflight
-        if inflight:
-            if self._auto:
-                self._finished.extend(inflight)
-                if len(self._finished) >= self._prefetch or (
-                    asyncio.get_running_loop().time() - self._last_ack > self._commit_interval
-                ):
-                    async with self._lock:
-                        await self._ack_finished()
+        if inflight and self._auto:
+            self._finished.extend(inflight)
             inflight.clear()
+            if len(self._finished) >= self._prefetch or (
+                asyncio.get_running_loop().time() - self._last_ack > self._commit_interval
+            ):
+                async with self._lock:
+                    await self._ack_finished()
         buf = self._buf
         while True:
             while buf:

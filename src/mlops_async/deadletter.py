@@ -35,7 +35,11 @@ _ENCODE = msgspec.msgpack.Encoder().encode
 
 
 def dead_letter_record(
-    dlq_topic: str, delivery: Delivery, error: BaseException, *, attempts: int = 1,
+    dlq_topic: str,
+    delivery: Delivery,
+    error: BaseException,
+    *,
+    attempts: int = 1,
     handler: str | None = None,
 ) -> Record:
     """Build the record that carries ``delivery`` to ``dlq_topic`` (msgpack envelope v1)."""

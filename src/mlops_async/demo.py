@@ -87,13 +87,17 @@ async def run_demo(
 
     async with (
         Producer(url, topic=t_status) as status,
-        Consumer(url, topic=t_status, group=f"{run_id}.watch", auto_offset_reset="earliest")
-        as status_in,
-        Consumer(url, topic=t_features, group=f"{run_id}.train", auto_offset_reset="earliest")
-        as features_in,
-        Consumer(url, topic=t_models, group=f"{run_id}.eval", auto_offset_reset="earliest")
-        as models_in,
+        Consumer(
+            url, topic=t_status, group=f"{run_id}.watch", auto_offset_reset="earliest"
+        ) as status_in,
+        Consumer(
+            url, topic=t_features, group=f"{run_id}.train", auto_offset_reset="earliest"
+        ) as features_in,
+        Consumer(
+            url, topic=t_models, group=f"{run_id}.eval", auto_offset_reset="earliest"
+        ) as models_in,
     ):
+
         async def etl() -> None:
             st = stats["etl"]
             st.started = time.perf_counter()
@@ -139,8 +143,14 @@ async def run_demo(
                 st.messages += 1
                 if st.messages % max(1, records // 10) == 0:
                     await status.send(
-                        _status(Stage.TRAIN, MessageType.PROGRESS, "training", run_id,
-                                percent=round(100 * st.messages / records), seen=st.messages)
+                        _status(
+                            Stage.TRAIN,
+                            MessageType.PROGRESS,
+                            "training",
+                            run_id,
+                            percent=round(100 * st.messages / records),
+                            seen=st.messages,
+                        )
                     )
             st.finished = time.perf_counter()
             await status.send(
@@ -175,8 +185,13 @@ async def run_demo(
                 st.messages = n
                 st.finished = time.perf_counter()
                 await status.send(
-                    _status(Stage.EVALUATE, MessageType.COMPLETE, "evaluated", run_id,
-                            accuracy=result.accuracy),
+                    _status(
+                        Stage.EVALUATE,
+                        MessageType.COMPLETE,
+                        "evaluated",
+                        run_id,
+                        accuracy=result.accuracy,
+                    ),
                     flush=True,
                 )
                 return

@@ -24,7 +24,11 @@ PROBE_ENV_VAR = "MLOPS_BUS_PROBE"  # "0" disables probing
 PROBE_ENDPOINTS = (("kafka", 9092), ("localhost", 9092))
 PROBE_TIMEOUT = 0.25
 
-_DEFAULT_ENDPOINTS = {"kafka": "kafka:9092", "redis": "localhost:6379/0", "rediss": "localhost:6379/0"}
+_DEFAULT_ENDPOINTS = {
+    "kafka": "kafka:9092",
+    "redis": "localhost:6379/0",
+    "rediss": "localhost:6379/0",
+}
 
 
 def seed_url(orchestrator: str, endpoint: str | None) -> str:

@@ -20,7 +20,7 @@ from .errors import InvalidMessage
 __all__ = ["MLOpsMessage", "MessageBuilder", "MessageType", "Stage", "new_id"]
 
 
-class MessageType(str, enum.Enum):
+class MessageType(enum.StrEnum):
     """What a message announces. New members may be added; old readers keep working."""
 
     START = "START"
@@ -32,7 +32,7 @@ class MessageType(str, enum.Enum):
     STOP = "STOP"
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """Usual phases of an ML pipeline; any plain string is accepted as well."""
 
     ETL = "ETL"
@@ -48,7 +48,7 @@ def new_id() -> str:
 
 
 def _text(value: str | enum.Enum | None) -> str | None:
-    if value is None or isinstance(value, str) and not isinstance(value, enum.Enum):
+    if value is None or (isinstance(value, str) and not isinstance(value, enum.Enum)):
         return value
     if isinstance(value, enum.Enum):
         return str(value.value)

@@ -21,7 +21,9 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from ._client import AsyncResource, Backoff, Outage, open_backend
 from .backends import Backend, Record
@@ -33,7 +35,8 @@ __all__ = ["Producer"]
 
 log = logging.getLogger("mlops_async.producer")
 
-M = TypeVar("M")
+M = TypeVar("M", default=MLOpsMessage)
+_DEFAULT_SCHEMA: Any = MLOpsMessage  # typed Any so that Producer() infers M = MLOpsMessage
 
 HeadersIn = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
 
@@ -69,7 +72,7 @@ class Producer(AsyncResource, Generic[M]):
         topic: str | Sequence[str] | None = None,
         orchestrator: str | None = None,
         orchestrator_endpoint: str | None = None,
-        schema: type[M] = cast("type[M]", MLOpsMessage),
+        schema: type[M] = _DEFAULT_SCHEMA,
         format: Format = "msgpack",
         max_message_size: int = DEFAULT_MAX_SIZE,
         batch_size: int = 1000,
@@ -161,13 +164,12 @@ class Producer(AsyncResource, Generic[M]):
                 try:
                     await asyncio.wait_for(self._wait_settled(self._queued), self._close_timeout)
                 except (TimeoutError, BusError) as exc:
-                    log.error(
-                        "producer closed with %d message(s) not confirmed by the broker: %s",
-                        self._queued - self._settled,
-                        exc or "timed out",
-                    )
+                    log.warning("producer close: could not deliver everything: %r", exc)
         finally:
             self._closed = True
+            undelivered = self._queued - self._settled
+            if undelivered and sender is not None and not sender.done():
+                log.error("producer closed with %d message(s) undelivered", undelivered)
             if sender is not None:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -207,7 +209,9 @@ class Producer(AsyncResource, Generic[M]):
         h = _headers(headers) if headers else None
         n = len(topics)
         size = len(value) * n
-        if self._count and (self._count + n > self._max_count or self._bytes + size > self._max_bytes):
+        if self._count and (
+            self._count + n > self._max_count or self._bytes + size > self._max_bytes
+        ):
             await self._wait_for_room(n, size)
         buf = self._buf
         for t in topics:

@@ -163,7 +163,11 @@ class Backend(ABC):
         raise NotSupported(f"{self.scheme}:// cannot list topics")
 
     async def create_topic(
-        self, name: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        config: dict[str, str] | None = None,
     ) -> None:
         raise NotSupported(f"{self.scheme}:// cannot create topics")
 

@@ -357,7 +357,11 @@ class MemoryBackend(Backend):
         return [TopicInfo(t.name, 1, len(t.entries)) for t in bus.topics.values()]
 
     async def create_topic(
-        self, name: str, partitions: int = 1, replication: int = 1, config: dict[str, str] | None = None
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        config: dict[str, str] | None = None,
     ) -> None:
         # One log per topic: partitions and replication have no meaning in one process.
         self._require().topic(name)
@@ -375,8 +379,13 @@ class MemoryBackend(Backend):
     async def describe_groups(self) -> list[GroupInfo]:
         bus = self._require()
         return [
-            GroupInfo(g.name, tuple(g.cursors), len(g.members), "Stable" if g.members else "Empty",
-                      tuple(self._lag(bus, g)))
+            GroupInfo(
+                g.name,
+                tuple(g.cursors),
+                len(g.members),
+                "Stable" if g.members else "Empty",
+                tuple(self._lag(bus, g)),
+            )
             for g in bus.groups.values()
             if not g.private
         ]
