@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -34,3 +34,23 @@ def make_msg(i: int = 0, **args: object) -> MLOpsMessage:
         .with_additional_arguments({"i": i, **args})
         .build()
     )
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a Kafka-protocol broker for the whole session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from .brokers import tansu_server
+
+    server = tansu_server()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(f"cannot start the Kafka test broker: {exc}")
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop()

@@ -99,6 +99,7 @@ class Consumer(AsyncResource, Generic[M]):
         self._backend = backend
 
         self._sub: Subscription | None = None
+        self._epoch = 0
         self._buf: deque[Delivery] = deque()
         self._inflight: list[Delivery] = []  # handed out, not yet finished
         self._finished: list[Delivery] = []  # finished, not yet acknowledged
@@ -229,6 +230,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def _open_subscription(self) -> None:
         assert self._backend is not None
+        self._epoch = 0
         self._sub = await self._backend.subscribe(
             list(self._topics),
             group=self.group,
@@ -251,8 +253,10 @@ class Consumer(AsyncResource, Generic[M]):
             ):
                 async with self._lock:
                     await self._ack_finished()
-        buf = self._buf
         while True:
+            if self._sub is not None and self._sub.epoch != self._epoch:
+                self._drop_revoked()
+            buf = self._buf
             while buf:
                 d = buf.popleft()
                 try:
@@ -291,6 +295,8 @@ class Consumer(AsyncResource, Generic[M]):
             self._inflight.clear()
         if not self._buf:
             await self._refill(wait_for_topics=False, timeout=timeout)
+        if self._sub is not None and self._sub.epoch != self._epoch:
+            self._drop_revoked()
         limit = max_messages or self._prefetch
         out: list[M] = []
         buf = self._buf
@@ -326,6 +332,18 @@ class Consumer(AsyncResource, Generic[M]):
         }
 
     # -- internals ----------------------------------------------------------
+
+    def _drop_revoked(self) -> None:
+        sub = self._sub
+        assert sub is not None
+        self._epoch = sub.epoch
+        kept = [d for d in self._buf if sub.owns(d)]
+        if len(kept) != len(self._buf):
+            log.info(
+                "rebalance: dropped %d buffered message(s) now owned by another member",
+                len(self._buf) - len(kept),
+            )
+            self._buf = deque(kept)
 
     async def _ack_finished(self) -> None:
         if not self._finished or self._sub is None:

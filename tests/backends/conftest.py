@@ -34,7 +34,7 @@ class Bus:
             await admin.create_topic(name, partitions=partitions)
 
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "kafka"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,3 +43,21 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
         yield Bus("memory", f"memory://contract-{uuid.uuid4().hex[:8]}")
     else:  # each broker's fixture module supplies its own Bus
         yield request.getfixturevalue(f"{request.param}_bus")
+
+
+# Tansu takes about 5 s to settle a group join; real Kafka about 3 s with these timings.
+KAFKA_CONSUMER_OPTIONS = {
+    "session_timeout_ms": 3_000,
+    "heartbeat_interval_ms": 300,
+    "rebalance_timeout_ms": 3_000,
+}
+
+
+@pytest.fixture
+def kafka_bus(kafka_bootstrap: str) -> Bus:
+    return Bus(
+        "kafka",
+        f"kafka://{kafka_bootstrap}",
+        consumer_options=dict(KAFKA_CONSUMER_OPTIONS),
+        quiet=7.0,
+    )

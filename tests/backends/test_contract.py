@@ -256,7 +256,7 @@ async def test_undecodable_payload_goes_to_dead_letters_and_neighbours_arrive(bu
     finally:
         await raw.close()
     async with consumer(bus, topic, group) as c:
-        assert ids(await collect(c, 2)) == [0, 2]
+        assert sorted(ids(await collect(c, 2))) == [0, 2]  # two producers: maybe two partitions
         for _ in range(50):  # the dead letter is published while the next one is fetched
             if c.stats()["dead_lettered"]:
                 break

@@ -108,7 +108,19 @@ class GroupInfo:
 
 
 class Subscription(ABC):
-    """A live read position on some topics, alone or as a member of a group."""
+    """A live read position on some topics, alone or as a member of a group.
+
+    ``epoch`` grows whenever the backend lost some of what it was reading
+    (a rebalance took partitions away); the Consumer then drops buffered
+    deliveries for which :meth:`owns` is false, since their new owner reads
+    them again.
+    """
+
+    epoch: int = 0
+
+    def owns(self, delivery: Delivery) -> bool:
+        """False once ``delivery`` belongs to another group member."""
+        return True
 
     @abstractmethod
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
@@ -117,13 +129,6 @@ class Subscription(ABC):
     @abstractmethod
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark deliveries as processed so the group never hands them out again."""
-
-    async def release(self, deliveries: Sequence[Delivery]) -> None:  # noqa: B027
-        """Give fetched-but-unprocessed deliveries back so they are delivered again.
-
-        The default does nothing: backends that redeliver unacknowledged records
-        to the next owner (Kafka offsets, Redis pending lists) need no action.
-        """
 
     @abstractmethod
     async def close(self) -> None:

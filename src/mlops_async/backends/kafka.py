@@ -1,0 +1,533 @@
+"""Kafka, through aiokafka (the only module that imports it).
+
+``kafka://host:9092[,host2:9092]``. Publishing builds one record batch per
+partition (``create_batch``/``send_batch``) from each batch the Producer
+hands over, which is several times faster than one ``send()`` per record.
+Keyed records are partitioned with Kafka's murmur2 partitioner (the same
+partition the Java client picks); keyless ones stick to one partition per
+batch, rotating between batches.
+
+Consuming: auto-commit is always off. Offsets are committed only for
+records the Consumer acknowledged, and only up to the first record not yet
+acknowledged in each partition, so a record that is still being processed
+is never skipped by a later commit. On rebalance, revoked partitions are
+forgotten and the Consumer drops what it buffered from them: the new owner
+reads them again from the last commit (at-least-once).
+
+aiokafka traps guarded here: every wait on the broker is bounded
+(``request_timeout_ms``, plus our own ``publish_timeout``); a client whose
+``start()`` failed is discarded, never reused; ``stop()`` is bounded.
+Processing one message for longer than ``max_poll_interval_ms`` (default
+300 s) makes the broker consider the consumer dead and hand its partitions
+to another member: raise that option for slow handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import OffsetAndMetadata
+
+from ..errors import BusError, BusUnavailable, ConfigurationError, MessageTooLarge, PublishError
+from .base import (
+    Backend,
+    Delivery,
+    GroupInfo,
+    OffsetReset,
+    PartitionLag,
+    Record,
+    Subscription,
+    TopicInfo,
+)
+
+__all__ = ["KafkaBackend"]
+
+log = logging.getLogger("mlops_async.kafka")
+
+_PRODUCER_PARAMS = frozenset(inspect.signature(AIOKafkaProducer.__init__).parameters) - {"self"}
+_CONSUMER_PARAMS = frozenset(inspect.signature(AIOKafkaConsumer.__init__).parameters) - {"self"}
+_ADMIN_PARAMS = frozenset(inspect.signature(AIOKafkaAdminClient.__init__).parameters) - {"self"}
+
+# Options the library owns: overriding them would break delivery guarantees.
+_OWNED = {
+    "bootstrap_servers": "it comes from the URL (kafka://host1:9092,host2:9092)",
+    "enable_auto_commit": "offsets are committed only after processing (at-least-once)",
+    "auto_commit_interval_ms": "offsets are committed only after processing (at-least-once)",
+    "key_serializer": "the Producer serialises messages itself",
+    "value_serializer": "the Producer serialises messages itself",
+    "key_deserializer": "the Consumer decodes messages itself",
+    "value_deserializer": "the Consumer decodes messages itself",
+    "topics": "pass topic= to the Consumer",
+    "loop": "the running event loop is used",
+    "consumer_timeout_ms": "use Consumer(poll_timeout=...)",
+}
+_LIBRARY_OPTIONS = {
+    "publish_timeout",
+    "connect_timeout",
+    "allow_plaintext_sasl",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_password",
+}
+_SECRETS = {"sasl_plain_password", "ssl_password", "sasl_oauth_token_provider", "ssl_context"}
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "max_batch_size": 256 * 1024,  # one send_batch carries ~600 typical messages
+    "request_timeout_ms": 15_000,
+}
+_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "fetch_max_wait_ms": 10,  # low latency at low load; large batches when busy
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    "request_timeout_ms": 15_000,
+}
+
+_TOPIC_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+
+
+def _translate(exc: BaseException, what: str) -> BusError:
+    """aiokafka error -> our error; the original is chained by the caller."""
+    if isinstance(exc, BusError):
+        return exc
+    if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
+        return PublishError(f"{what}: record larger than the broker or client allows ({exc})")
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError | OSError):
+        return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
+    if isinstance(exc, KafkaError) and exc.retriable:
+        return BusUnavailable(f"{what}: {exc}")
+    return PublishError(f"{what}: {exc!r}")
+
+
+async def _bounded_stop(client: Any, timeout: float = 10.0) -> None:
+    """``stop()``/``close()`` can hang on a dead broker: bound it."""
+    stop = getattr(client, "stop", None) or client.close
+    try:
+        await asyncio.wait_for(stop(), timeout)
+    except Exception as exc:  # closing must never raise past us
+        log.debug("stopping %s: %r", type(client).__name__, exc)
+
+
+class KafkaBackend(Backend):
+    """A Kafka cluster; one instance per Producer, Consumer or Admin."""
+
+    scheme = "kafka"
+
+    def __init__(self, bootstrap_servers: str, **options: Any) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        for key, why in _OWNED.items():
+            if key in options:
+                raise ConfigurationError(f"{key} cannot be set: {why}")
+        unknown = set(options) - _PRODUCER_PARAMS - _CONSUMER_PARAMS - _ADMIN_PARAMS
+        unknown -= _LIBRARY_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"unknown Kafka option(s): {', '.join(sorted(unknown))} "
+                "(they are neither aiokafka producer/consumer options nor mlops_async ones)"
+            )
+        self.publish_timeout = float(options.pop("publish_timeout", 30.0))
+        self.connect_timeout = float(options.pop("connect_timeout", 10.0))
+        allow_plain = bool(options.pop("allow_plaintext_sasl", False))
+        self._security = self._security_options(options, allow_plain)
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._partitioner = DefaultPartitioner()
+        self._sticky: dict[str, int] = {}
+        self._subs: set[_KafkaSubscription] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> KafkaBackend:
+        rest = url.split("://", 1)[1]
+        servers = rest.split("/", 1)[0].split("?", 1)[0]
+        if not servers:
+            raise ConfigurationError(f"no broker address in {url!r}")
+        return cls(servers, **options)
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"KafkaBackend({self.bootstrap_servers!r})"
+
+    @staticmethod
+    def _security_options(options: dict[str, Any], allow_plain: bool) -> dict[str, Any]:
+        sec: dict[str, Any] = {}
+        files = {
+            k: options.pop(k)
+            for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+            if k in options
+        }
+        if files and "ssl_context" not in options:
+            sec["ssl_context"] = create_ssl_context(
+                cafile=files.get("ssl_cafile"),
+                certfile=files.get("ssl_certfile"),
+                keyfile=files.get("ssl_keyfile"),
+                password=files.get("ssl_password"),
+            )
+            options.setdefault(
+                "security_protocol", "SSL" if "sasl_mechanism" not in options else "SASL_SSL"
+            )
+        if isinstance(options.get("ssl_context"), ssl.SSLContext):
+            options.setdefault(
+                "security_protocol", "SASL_SSL" if "sasl_mechanism" in options else "SSL"
+            )
+        protocol = str(options.get("security_protocol", "PLAINTEXT")).upper()
+        mechanism = str(options.get("sasl_mechanism", "")).upper()
+        if mechanism == "PLAIN" and protocol != "SASL_SSL" and not allow_plain:
+            raise ConfigurationError(
+                "SASL PLAIN without TLS would send the password in clear text; use "
+                "security_protocol='SASL_SSL' (with ssl_cafile=... or ssl_context=...) or pass "
+                "allow_plaintext_sasl=True if the network is trusted"
+            )
+        if protocol in ("SSL", "SASL_SSL") and "ssl_context" not in options and not sec:
+            sec["ssl_context"] = create_ssl_context()
+        return sec
+
+    def _kwargs(self, params: frozenset[str], defaults: dict[str, Any]) -> dict[str, Any]:
+        kw = {k: v for k, v in defaults.items() if k in params}
+        kw.update({k: v for k, v in self._options.items() if k in params})
+        kw.update({k: v for k, v in self._security.items() if k in params})
+        kw["bootstrap_servers"] = self.bootstrap_servers
+        return kw
+
+    # -- connection -----------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(**self._kwargs(_PRODUCER_PARAMS, _PRODUCER_DEFAULTS))
+        try:
+            await asyncio.wait_for(producer.start(), self.connect_timeout)
+        except BaseException as exc:
+            # A client whose start() failed must not be reused: it would hang on send.
+            await _bounded_stop(producer)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _translate(exc, f"cannot connect to {self.bootstrap_servers}") from exc
+        self._producer = producer
+
+    async def close(self) -> None:
+        for sub in list(self._subs):
+            await sub.close()
+        producer, self._producer = self._producer, None
+        admin, self._admin = self._admin, None
+        if producer is not None:
+            await _bounded_stop(producer)
+        if admin is not None:
+            await _bounded_stop(admin)
+
+    # -- publishing -----------------------------------------------------------
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        if self._producer is None:
+            await self.connect()
+        try:
+            await asyncio.wait_for(self._publish(records), self.publish_timeout)
+        except BusError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, f"publishing {len(records)} record(s)") from exc
+
+    async def _publish(self, records: Sequence[Record]) -> None:
+        producer = self._producer
+        assert producer is not None
+        groups: dict[tuple[str, int], list[Record]] = {}
+        partitions: dict[str, list[int]] = {}
+        for r in records:
+            parts = partitions.get(r.topic)
+            if parts is None:
+                found = await producer.partitions_for(r.topic)
+                parts = partitions[r.topic] = sorted(found)
+                self._sticky[r.topic] = (self._sticky.get(r.topic, -1) + 1) % len(parts)
+            if r.key is None:
+                p = parts[self._sticky[r.topic]]
+            else:
+                p = self._partitioner(r.key, parts, parts)
+            groups.setdefault((r.topic, p), []).append(r)
+        futures = []
+        for (topic, p), recs in groups.items():
+            batch = producer.create_batch()
+            for r in recs:
+                headers = list(r.headers) if r.headers else []
+                if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
+                    if batch.record_count() == 0:
+                        raise MessageTooLarge(
+                            len(r.value),
+                            self._options.get(
+                                "max_batch_size", _PRODUCER_DEFAULTS["max_batch_size"]
+                            ),
+                            topic,
+                        )
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*futures)
+
+    # -- consuming ------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str | None,
+        auto_offset_reset: OffsetReset,
+        client_options: dict[str, Any],
+    ) -> Subscription:
+        kw = self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS)
+        kw.update(group_id=group, enable_auto_commit=False, auto_offset_reset=auto_offset_reset)
+        consumer = AIOKafkaConsumer(**kw)
+        sub = _KafkaSubscription(self, consumer, group)
+        try:
+            await asyncio.wait_for(consumer.start(), self.connect_timeout)
+            consumer.subscribe(list(topics), listener=sub.listener)
+        except BaseException as exc:
+            await _bounded_stop(consumer)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _translate(exc, f"cannot subscribe to {list(topics)}") from exc
+        self._subs.add(sub)
+        return sub
+
+    # -- admin ----------------------------------------------------------------
+
+    async def _admin_client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(
+                **self._kwargs(_ADMIN_PARAMS, {"request_timeout_ms": 15_000})
+            )
+            try:
+                await asyncio.wait_for(admin.start(), self.connect_timeout)
+            except Exception as exc:
+                await _bounded_stop(admin)
+                raise _translate(exc, f"cannot connect to {self.bootstrap_servers}") from exc
+            self._admin = admin
+        return self._admin
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await asyncio.wait_for(coro, self.publish_timeout)
+        except BusError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+
+    async def list_topics(self) -> list[TopicInfo]:
+        admin = await self._admin_client()
+        described = await self._call("list topics", admin.describe_topics())
+        return sorted(
+            (
+                TopicInfo(t["topic"], len(t["partitions"]))
+                for t in described
+                if not t.get("is_internal") and not t["topic"].startswith("__")
+            ),
+            key=lambda t: t.name,
+        )
+
+    async def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> None:
+        admin = await self._admin_client()
+        resp = await self._call(
+            f"create topic {name}",
+            admin.create_topics(
+                [NewTopic(name, partitions, replication, topic_configs=config or {})]
+            ),
+        )
+        for err in getattr(resp, "topic_errors", ()):
+            code, msg = err[1], err[2] if len(err) > 2 else ""
+            if code not in (0, _TOPIC_EXISTS):
+                raise PublishError(f"create topic {name}: error {code} {msg or ''}".strip())
+
+    async def delete_topic(self, name: str) -> None:
+        admin = await self._admin_client()
+        resp = await self._call(f"delete topic {name}", admin.delete_topics([name]))
+        for err in getattr(resp, "topic_error_codes", ()):
+            if err[1] not in (0, _UNKNOWN_TOPIC):
+                raise PublishError(f"delete topic {name}: error {err[1]}")
+
+    async def describe_groups(self) -> list[GroupInfo]:
+        admin = await self._admin_client()
+        listed = await self._call("list groups", admin.list_consumer_groups())
+        names = [g[0] for g in listed]
+        if not names:
+            return []
+        described = await self._call("describe groups", admin.describe_consumer_groups(names))
+        out = []
+        for resp in described:
+            for g in resp.groups:
+                name, state, members = g[1], g[2], g[5]
+                lag = await self.group_lag(name)
+                out.append(
+                    GroupInfo(
+                        name, tuple(sorted({p.topic for p in lag})), len(members), state, tuple(lag)
+                    )
+                )
+        return out
+
+    async def group_lag(self, group: str) -> list[PartitionLag]:
+        admin = await self._admin_client()
+        try:
+            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 10)
+            committed = {tp: om.offset for tp, om in offsets.items() if om.offset >= 0}
+            probe = AIOKafkaConsumer(**self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS))
+            tps = list(committed)
+        except Exception:
+            # Some Kafka-protocol brokers answer OffsetFetch only to group members'
+            # protocol version: ask through a consumer carrying the group id instead.
+            kw = self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS)
+            probe = AIOKafkaConsumer(**{**kw, "group_id": group, "enable_auto_commit": False})
+            committed = {}
+            tps = []
+        try:
+            await asyncio.wait_for(probe.start(), self.connect_timeout)
+            if not tps:
+                for t in await self.list_topics():
+                    for p in range(t.partitions):
+                        tp = TopicPartition(t.name, p)
+                        off = await asyncio.wait_for(probe.committed(tp), 10)
+                        if off is not None and off >= 0:
+                            committed[tp] = off
+                            tps.append(tp)
+            ends = await asyncio.wait_for(probe.end_offsets(tps), 10) if tps else {}
+        except Exception as exc:
+            raise _translate(exc, f"lag of group {group}") from exc
+        finally:
+            await _bounded_stop(probe)
+        return [
+            PartitionLag(
+                tp.topic, tp.partition, committed[tp], ends[tp], max(0, ends[tp] - committed[tp])
+            )
+            for tp in sorted(tps)
+        ]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, sub: _KafkaSubscription) -> None:
+        self.sub = sub
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.sub.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class _KafkaSubscription(Subscription):
+    def __init__(self, backend: KafkaBackend, consumer: AIOKafkaConsumer, group: str | None):
+        self.backend = backend
+        self.consumer = consumer
+        self.group = group
+        self.listener = _Listener(self)
+        self.epoch = 0
+        self._revoked: set[TopicPartition] = set()
+        # Offsets handed out and not yet acknowledged, in order, per partition.
+        self._outstanding: dict[TopicPartition, deque[int]] = {}
+        self._done: dict[TopicPartition, set[int]] = {}
+        self._closed = False
+
+    def owns(self, delivery: Delivery) -> bool:
+        return delivery.position not in self._revoked
+
+    async def revoked(self, revoked: set[TopicPartition]) -> None:
+        # Everything acknowledged was committed at ack time; what was not will be
+        # read again by the new owner. Forget the rest and tell the Consumer.
+        await self._commit_done(only=revoked)
+        for tp in revoked:
+            self._outstanding.pop(tp, None)
+            self._done.pop(tp, None)
+        self._revoked = revoked
+        self.epoch += 1
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        try:
+            data = await self.consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        except Exception as exc:
+            raise _translate(exc, "fetch") from exc
+        out: list[Delivery] = []
+        track = self.group is not None
+        for tp, recs in data.items():
+            if track:
+                q = self._outstanding.get(tp)
+                if q is None:
+                    q = self._outstanding[tp] = deque()
+                    self._done[tp] = set()
+                q.extend(r.offset for r in recs)
+            topic, part = tp.topic, tp.partition
+            out.extend(
+                Delivery(
+                    topic,
+                    part,
+                    r.offset,
+                    r.value,
+                    r.key,
+                    tuple(r.headers) if r.headers else None,
+                    tp,
+                )
+                for r in recs
+            )
+        return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if self.group is None or not deliveries:
+            return
+        for d in deliveries:
+            done = self._done.get(d.position)
+            if done is not None:
+                done.add(d.offset)  # type: ignore[arg-type]
+        await self._commit_done()
+
+    async def _commit_done(self, only: set[TopicPartition] | None = None) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, q in self._outstanding.items():
+            if only is not None and tp not in only:
+                continue
+            done = self._done[tp]
+            last = None
+            while q and q[0] in done:
+                last = q.popleft()
+                done.discard(last)
+            if last is not None:
+                offsets[tp] = OffsetAndMetadata(last + 1, "")
+        if not offsets:
+            return
+        try:
+            await asyncio.wait_for(self.consumer.commit(offsets), self.backend.publish_timeout)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced: those partitions belong to someone else now,
+            # who will read them from the previous commit (duplicates, never loss).
+            log.warning("commit skipped after a rebalance (%s); records may be redelivered", exc)
+        except Exception as exc:
+            raise _translate(exc, "commit") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.backend._subs.discard(self)
+        await _bounded_stop(self.consumer)
