@@ -139,6 +139,9 @@ class Producer(AsyncResource, Generic[M]):
                 self._backend = await open_backend(
                     self._url, self._orchestrator, self._endpoint, self._client_options
                 )
+            limit = self._backend.max_record_size
+            if limit is not None and limit < self._codec.max_size:
+                self._codec.max_size = limit
             try:
                 await self._backend.connect()
                 self._connected = True

@@ -139,6 +139,9 @@ class Backend(ABC):
     """One connection to a broker, used by one Producer, Consumer or Admin."""
 
     scheme: str = ""
+    #: Largest payload the broker client accepts, if it has a limit; the
+    #: Producer lowers its own size limit to it so send() fails early and clearly.
+    max_record_size: int | None = None
 
     @abstractmethod
     async def connect(self) -> None:

@@ -151,6 +151,9 @@ class KafkaBackend(Backend):
         allow_plain = bool(options.pop("allow_plaintext_sasl", False))
         self._security = self._security_options(options, allow_plain)
         self._options = options
+        # The batch path does not apply aiokafka's max_request_size check: apply
+        # it up front (the Producer raises MessageTooLarge from send()).
+        self.max_record_size = int(options.get("max_request_size", 1024 * 1024)) - 512
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._partitioner = DefaultPartitioner()
@@ -389,40 +392,60 @@ class KafkaBackend(Backend):
         return out
 
     async def group_lag(self, group: str) -> list[PartitionLag]:
-        admin = await self._admin_client()
-        try:
-            offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 10)
-            committed = {tp: om.offset for tp, om in offsets.items() if om.offset >= 0}
-            probe = AIOKafkaConsumer(**self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS))
-            tps = list(committed)
-        except Exception:
-            # Some Kafka-protocol brokers answer OffsetFetch only to group members'
-            # protocol version: ask through a consumer carrying the group id instead.
-            kw = self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS)
-            probe = AIOKafkaConsumer(**{**kw, "group_id": group, "enable_auto_commit": False})
-            committed = {}
-            tps = []
+        kw = self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS)
+        # A consumer that carries the group id but never joins: it can read the
+        # group's commits (OffsetFetch) without disturbing its members.
+        probe = AIOKafkaConsumer(**{**kw, "group_id": group, "enable_auto_commit": False})
         try:
             await asyncio.wait_for(probe.start(), self.connect_timeout)
-            if not tps:
-                for t in await self.list_topics():
-                    for p in range(t.partitions):
-                        tp = TopicPartition(t.name, p)
-                        off = await asyncio.wait_for(probe.committed(tp), 10)
-                        if off is not None and off >= 0:
-                            committed[tp] = off
-                            tps.append(tp)
-            ends = await asyncio.wait_for(probe.end_offsets(tps), 10) if tps else {}
+            committed: dict[TopicPartition, int | None] = {}
+            for t in await self.list_topics():
+                tps = [TopicPartition(t.name, p) for p in range(t.partitions)]
+                offs = [await asyncio.wait_for(probe.committed(tp), 10) for tp in tps]
+                if any(o is not None and o >= 0 for o in offs):
+                    committed.update(
+                        (tp, o if o is not None and o >= 0 else None)
+                        for tp, o in zip(tps, offs, strict=True)
+                    )
+            ends = await self._end_offsets(probe, committed)
+            starts = await asyncio.wait_for(probe.beginning_offsets(list(committed)), 10)
+        except BusError:
+            raise
         except Exception as exc:
             raise _translate(exc, f"lag of group {group}") from exc
         finally:
             await _bounded_stop(probe)
-        return [
-            PartitionLag(
-                tp.topic, tp.partition, committed[tp], ends[tp], max(0, ends[tp] - committed[tp])
-            )
-            for tp in sorted(tps)
-        ]
+        out = []
+        for tp in sorted(committed):
+            c = committed[tp]
+            base = c if c is not None else starts.get(tp, 0)
+            out.append(PartitionLag(tp.topic, tp.partition, c, ends[tp], max(0, ends[tp] - base)))
+        return out
+
+    @staticmethod
+    async def _end_offsets(
+        probe: AIOKafkaConsumer, committed: dict[TopicPartition, int | None]
+    ) -> dict[TopicPartition, int]:
+        """End offsets, taking the fetch high watermark where it is larger.
+
+        Some Kafka-protocol brokers answer ListOffsets(latest) with the start of
+        the last record batch + 1; the high watermark in a fetch response is
+        always right, so read one record per partition and take the larger.
+        """
+        tps = list(committed)
+        if not tps:
+            return {}
+        ends = dict(await asyncio.wait_for(probe.end_offsets(tps), 10))
+        probe.assign(tps)
+        for tp in tps:
+            probe.seek(tp, committed[tp] or 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        while loop.time() < deadline and any(probe.highwater(tp) is None for tp in tps):
+            await probe.getmany(timeout_ms=200, max_records=1)
+        for tp in tps:
+            ends[tp] = max(ends.get(tp, 0), probe.highwater(tp) or 0)
+        return ends
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
