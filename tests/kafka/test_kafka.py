@@ -156,7 +156,7 @@ async def test_separate_processes_share_a_group(url: str) -> None:
 async def test_sigkill_mid_stream_loses_nothing(url: str) -> None:
     topic, group = await make_topic(url, 3), name("g")
     tmp = tempfile.mkdtemp()
-    victim_out, survivor_out = os.path.join(tmp, "victim.txt"), os.path.join(tmp, "survivor.txt")
+    victim_out = os.path.join(tmp, "victim.txt")
     victim = start_worker(url, topic, group, victim_out, delay=0.01)
     try:
         await wait_ready([victim_out])
@@ -224,7 +224,7 @@ async def test_rebalance_while_processing_loses_nothing(url: str) -> None:
         await asyncio.sleep(0.05)
     await b.start()  # joins mid-stream: partitions move while A is processing
     task_b = asyncio.create_task(slow(b))
-    done, pending = await asyncio.wait(
+    _, pending = await asyncio.wait(
         [task_a, task_b], timeout=90, return_when=asyncio.FIRST_COMPLETED
     )
     for t in pending:
