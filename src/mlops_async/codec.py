@@ -110,9 +110,9 @@ class Codec(Generic[T]):
         marker = data[0]
         try:
             if marker == MSGPACK_V1:
-                msg = self._mp_dec.decode(memoryview(data)[1:])
+                msg = self._mp_dec.decode(data[1:])
             elif marker == JSON_V1:
-                msg = self._json_dec.decode(memoryview(data)[1:])
+                msg = self._json_dec.decode(data[1:])
             elif marker == _BARE_JSON:
                 msg = self._json_dec.decode(data)
             else:

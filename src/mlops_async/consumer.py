@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -126,7 +127,7 @@ class Consumer(AsyncResource, Generic[M]):
         if self._started:
             return
         self._started = True
-        self._last_ack = asyncio.get_running_loop().time()
+        self._last_ack = time.monotonic()
         if self._backend is None:
             self._backend = await open_backend(
                 self._url, self._orchestrator, self._endpoint, self._client_options
@@ -246,21 +247,24 @@ class Consumer(AsyncResource, Generic[M]):
     async def __anext__(self) -> M:
         inflight = self._inflight
         if inflight and self._auto:
-            self._finished.extend(inflight)
+            finished = self._finished
+            finished.extend(inflight)
             inflight.clear()
-            if len(self._finished) >= self._prefetch or (
-                asyncio.get_running_loop().time() - self._last_ack > self._commit_interval
+            if len(finished) >= self._prefetch or (
+                time.monotonic() - self._last_ack > self._commit_interval
             ):
                 async with self._lock:
                     await self._ack_finished()
+        decode = self._codec.decode
         while True:
-            if self._sub is not None and self._sub.epoch != self._epoch:
+            sub = self._sub
+            if sub is not None and sub.epoch != self._epoch:
                 self._drop_revoked()
             buf = self._buf
             while buf:
                 d = buf.popleft()
                 try:
-                    msg = self._codec.decode(d.value, topic=d.topic)
+                    msg = decode(d.value, topic=d.topic)
                 except (DecodeError, MessageTooLarge) as exc:
                     await self._invalid(d, exc)
                     continue
@@ -354,7 +358,7 @@ class Consumer(AsyncResource, Generic[M]):
         except BaseException:
             self._finished[:0] = batch  # try again with the next batch
             raise
-        self._last_ack = asyncio.get_running_loop().time()
+        self._last_ack = time.monotonic()
 
     async def _wait_for_topics(self) -> None:
         if self._topics_set is None:

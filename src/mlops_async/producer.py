@@ -203,25 +203,36 @@ class Producer(AsyncResource, Generic[M]):
         if self._sender is None or self._closing:
             await self._ensure_open()
         value = self._codec.encode(msg)
-        topics = self._topics if topic is None else _topics(topic)
-        if not topics:
-            raise ValueError("no topic: pass topic= to send() or to the Producer")
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        k = key.encode() if isinstance(key, str) else key
-        h = _headers(headers) if headers else None
-        n = len(topics)
-        size = len(value) * n
-        if self._count and (
-            self._count + n > self._max_count or self._bytes + size > self._max_bytes
-        ):
-            await self._wait_for_room(n, size)
-        buf = self._buf
-        for t in topics:
-            buf.append(Record(t, value, k, h))
-        self._count += n
-        self._bytes += size
-        self._queued += n
+        if topic is None and key is None and headers is None and len(self._topics) == 1:
+            # The common case, kept short: one topic, no key, no headers.
+            size = len(value)
+            count = self._count
+            if count and (count >= self._max_count or self._bytes + size > self._max_bytes):
+                await self._wait_for_room(1, size)
+            self._buf.append(Record(self._topics[0], value))
+            self._count += 1
+            self._bytes += size
+            self._queued += 1
+        else:
+            topics = self._topics if topic is None else _topics(topic)
+            if not topics:
+                raise ValueError("no topic: pass topic= to send() or to the Producer")
+            k = key.encode() if isinstance(key, str) else key
+            h = _headers(headers) if headers else None
+            n = len(topics)
+            size = len(value) * n
+            if self._count and (
+                self._count + n > self._max_count or self._bytes + size > self._max_bytes
+            ):
+                await self._wait_for_room(n, size)
+            buf = self._buf
+            for t in topics:
+                buf.append(Record(t, value, k, h))
+            self._count += n
+            self._bytes += size
+            self._queued += n
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)

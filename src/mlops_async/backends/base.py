@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from ..errors import NotSupported
 
 __all__ = [
@@ -33,45 +35,28 @@ Headers = tuple[tuple[str, bytes], ...]
 OffsetReset = Literal["earliest", "latest"]
 
 
-class Record:
-    """One payload to publish."""
+class Record(msgspec.Struct, gc=False):
+    """One payload to publish (a C-level struct: cheap to create on the hot path)."""
 
-    __slots__ = ("headers", "key", "topic", "value")
-
-    def __init__(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
-    ) -> None:
-        self.topic = topic
-        self.value = value
-        self.key = key
-        self.headers = headers
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers | None = None
 
     def __repr__(self) -> str:
         return f"Record(topic={self.topic!r}, key={self.key!r}, size={len(self.value)})"
 
 
-class Delivery:
+class Delivery(msgspec.Struct, gc=False):
     """One payload received; ``position`` is the backend's handle for acknowledging it."""
 
-    __slots__ = ("headers", "key", "offset", "partition", "position", "topic", "value")
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int | str,
-        value: bytes,
-        key: bytes | None = None,
-        headers: Headers | None = None,
-        position: Any = None,
-    ) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.value = value
-        self.key = key
-        self.headers = headers
-        self.position = position
+    topic: str
+    partition: int
+    offset: int | str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers | None = None
+    position: Any = None
 
     def where(self) -> str:
         """Where this came from, for error messages: ``topic[partition]@offset``."""

@@ -1,0 +1,123 @@
+"""End-to-end throughput on the in-memory bus, against its own ceilings, same run.
+
+Rows: the library (one task `await producer.send(msg)` per message, one
+`async for` consumer; encode, batch, decode and acknowledge included), the
+codec round trip alone, and a bare asyncio.Queue(1000) moving the same
+objects between two tasks. Then peak RSS while a producer outruns a slow
+consumer for --flat-n messages: it must stay flat (bounded buffers).
+
+usage: python benchmarks/bench_memory.py [--n 300000] [--runs 3] [--flat-n 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+from _common import median_of, rss_mib, save, table, typical_message
+from mlops_async import Codec, Consumer, MLOpsMessage, Producer
+
+
+async def library(msgs: list[MLOpsMessage]) -> float:
+    url = f"memory://bench-{uuid.uuid4().hex[:6]}"
+    n = len(msgs)
+    async with Consumer(url, topic="t", group="g") as c, Producer(url, topic="t") as p:
+        async def consume() -> None:
+            k = 0
+            async for _ in c:
+                k += 1
+                if k == n:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        for m in msgs:
+            await p.send(m)
+        await task
+        took = time.perf_counter() - t0
+    return n / took
+
+
+def codec_round_trip(msgs: list[MLOpsMessage]) -> float:
+    codec: Codec[MLOpsMessage] = Codec()
+    t0 = time.perf_counter()
+    for m in msgs:
+        codec.decode(codec.encode(m), topic="t")
+    return len(msgs) / (time.perf_counter() - t0)
+
+
+async def bare_queue(msgs: list[MLOpsMessage]) -> float:
+    q: asyncio.Queue[MLOpsMessage] = asyncio.Queue(1000)
+    n = len(msgs)
+
+    async def consume() -> None:
+        for _ in range(n):
+            await q.get()
+
+    task = asyncio.create_task(consume())
+    t0 = time.perf_counter()
+    for m in msgs:
+        await q.put(m)
+    await task
+    return n / (time.perf_counter() - t0)
+
+
+async def flat_memory(n: int) -> dict[str, object]:
+    """A producer that outruns a slow consumer: RSS sampled as it goes."""
+    url = f"memory://flat-{uuid.uuid4().hex[:6]}"
+    template = typical_message(0)
+    samples: list[float] = []
+    base = rss_mib()
+    async with Consumer(url, topic="t", group="g") as c, Producer(url, topic="t") as p:
+        async def slow_consumer() -> None:
+            k = 0
+            async for _ in c:
+                k += 1
+                if k % 64 == 0:
+                    await asyncio.sleep(0)  # yields more often than the producer: slower
+                if k == n:
+                    return
+
+        task = asyncio.create_task(slow_consumer())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        for i in range(n):
+            await p.send(template)
+            if i % (n // 10) == 0:
+                samples.append(round(rss_mib() - base, 1))
+        await task
+        took = time.perf_counter() - t0
+    return {"messages": n, "seconds": round(took, 2), "rss_growth_mib_samples": samples,
+            "peak_rss_growth_mib": max(samples)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--flat-n", type=int, default=1_000_000)
+    args = ap.parse_args()
+    msgs = [typical_message(i) for i in range(args.n)]
+    lib, lib_runs = median_of(args.runs, lambda: asyncio.run(library(msgs)))
+    rt, rt_runs = median_of(args.runs, lambda: codec_round_trip(msgs))
+    q, q_runs = median_of(args.runs, lambda: asyncio.run(bare_queue(msgs)))
+    rows = [
+        {"path": "library: send -> memory bus -> async for", "msg_per_s": lib, "runs": lib_runs},
+        {"path": "codec round trip alone", "msg_per_s": rt, "runs": rt_runs},
+        {"path": "asyncio.Queue(1000), no codec", "msg_per_s": q, "runs": q_runs},
+    ]
+    for r in rows:
+        r["x_codec_round_trip"] = round(float(r["msg_per_s"]) / rt, 2)  # type: ignore[arg-type]
+    print(table(rows, ["path", "msg_per_s", "x_codec_round_trip"]))
+    flat = asyncio.run(flat_memory(args.flat_n))
+    print(f"producer outrunning a slow consumer, {flat['messages']:,} messages in "
+          f"{flat['seconds']}s: RSS growth samples (MiB) {flat['rss_growth_mib_samples']}, "
+          f"peak {flat['peak_rss_growth_mib']} MiB")
+    print(f"saved {save('memory', rows, {'n': args.n, 'flat_memory': flat})}")
+
+
+if __name__ == "__main__":
+    main()
