@@ -78,6 +78,7 @@ class Producer(AsyncResource, Generic[M]):
         batch_size: int = 1000,
         batch_bytes: int = 1024 * 1024,
         linger: float = 0.0,
+        max_in_flight: int = 4,
         buffer_size: int = 10_000,
         buffer_bytes: int = 32 * 1024 * 1024,
         send_timeout: float | None = None,
@@ -97,6 +98,9 @@ class Producer(AsyncResource, Generic[M]):
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._linger = linger
+        self._max_in_flight = max(1, max_in_flight)
+        # Batches handed to the broker client and not yet confirmed, oldest first.
+        self._pipeline: deque[tuple[list[Record], int, asyncio.Future[None] | None]] = deque()
         self._max_count = buffer_size
         self._max_bytes = buffer_bytes
         self._send_timeout = send_timeout
@@ -104,7 +108,7 @@ class Producer(AsyncResource, Generic[M]):
         self.strict = strict
         self._backend = backend
 
-        self._buf: deque[Record] = deque()
+        self._buf: list[Record] = []
         self._count = 0  # records buffered or in flight
         self._bytes = 0
         self._queued = 0  # sequence number of the last record queued
@@ -177,6 +181,12 @@ class Producer(AsyncResource, Generic[M]):
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+            for _, _, confirm in self._pipeline:
+                if confirm is not None and not confirm.done():
+                    confirm.cancel()
+                    with contextlib.suppress(BaseException):
+                        await confirm
+            self._pipeline.clear()
             self._fail_waiters(BusClosed("producer closed"))
             if self._backend is not None:
                 await self._backend.close()
@@ -349,26 +359,25 @@ class Producer(AsyncResource, Generic[M]):
                 fut.set_result(None)  # the waiter re-checks and sees the closed state
 
     def _cut_batch(self) -> tuple[list[Record], int]:
+        """Take the oldest records: up to ``batch_size`` and about ``batch_bytes``.
+
+        The byte bound uses the buffer's average record size, so the cut is one
+        C-level slice rather than a Python loop over every record.
+        """
         buf = self._buf
-        batch: list[Record] = []
-        size = 0
-        limit, max_bytes = self._batch_size, self._batch_bytes
-        while buf and len(batch) < limit:
-            r = buf[0]
-            if batch and size + len(r.value) > max_bytes:
-                break
-            buf.popleft()
-            batch.append(r)
-            size += len(r.value)
-        return batch, size
+        n = min(len(buf), self._batch_size)
+        if self._bytes > self._batch_bytes and self._count:
+            n = max(1, min(n, self._batch_bytes * self._count // self._bytes))
+        batch = buf[:n]
+        del buf[:n]
+        return batch, sum([len(r.value) for r in batch])
 
     async def _run(self) -> None:
+        """The sender: cut batches, keep up to ``max_in_flight`` unconfirmed, settle in order."""
         loop = asyncio.get_running_loop()
-        backoff = Backoff()
-        assert self._backend is not None
-        backend = self._backend
+        pipeline = self._pipeline
         while True:
-            if not self._buf:
+            if not self._buf and not pipeline:
                 self._wakeup = loop.create_future()
                 try:
                     await self._wakeup
@@ -376,35 +385,14 @@ class Producer(AsyncResource, Generic[M]):
                     self._wakeup = None
                 if self._linger > 0 and len(self._buf) < self._batch_size:
                     await asyncio.sleep(self._linger)
-            batch, size = self._cut_batch()
-            while True:
-                try:
-                    if not self._connected:
-                        await backend.connect()
-                        self._connected = True
-                    await backend.publish(batch)
-                except BusUnavailable as exc:
-                    self._outage.down(exc, loop.time(), f"{self._count} message(s) held")
-                    if self.strict:
-                        self._fail_waiters(exc)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                except Exception as exc:  # refused for good: report, never hide
-                    first = self._settled + 1
-                    self._failures.append((first, first + len(batch) - 1, exc))
-                    self.failed += len(batch)
-                    log.error(
-                        "broker refused %d record(s) for %s: %s",
-                        len(batch),
-                        sorted({r.topic for r in batch}),
-                        exc,
-                    )
-                else:
-                    self.sent += len(batch)
-                    if self._outage.active:
-                        self._outage.up(loop.time(), f"delivering {self._count} held message(s)")
-                    backoff.reset()
-                break
+            while self._buf and len(pipeline) < self._max_in_flight:
+                batch, size = self._cut_batch()
+                confirm = await self._enqueue(batch)
+                pipeline.append((batch, size, confirm))
+                if confirm is None:
+                    break  # the broker is away: settle (and retry) before enqueueing more
+            batch, size, confirm = pipeline.popleft()
+            await self._deliver(batch, confirm)
             self._count -= len(batch)
             self._bytes -= size
             self._settle(len(batch))
@@ -412,3 +400,48 @@ class Producer(AsyncResource, Generic[M]):
                 fut = self._room_waiters.popleft()
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _enqueue(self, batch: list[Record]) -> asyncio.Future[None] | None:
+        """Hand ``batch`` to the broker client; None if that failed (``_deliver`` retries)."""
+        assert self._backend is not None
+        try:
+            if not self._connected:
+                await self._backend.connect()
+                self._connected = True
+            return await self._backend.enqueue(batch)
+        except Exception:
+            return None
+
+    async def _deliver(self, batch: list[Record], confirm: asyncio.Future[None] | None) -> None:
+        """Wait for ``batch`` to be confirmed, publishing it again while the broker is away."""
+        assert self._backend is not None
+        backend = self._backend
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        while True:
+            try:
+                if confirm is not None:
+                    await confirm
+                else:
+                    if not self._connected:
+                        await backend.connect()
+                        self._connected = True
+                    await backend.publish(batch)
+            except BusUnavailable as exc:
+                confirm = None
+                self._outage.down(exc, loop.time(), f"{self._count} message(s) held")
+                if self.strict:
+                    self._fail_waiters(exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except Exception as exc:  # refused for good: report, never hide
+                first = self._settled + 1
+                self._failures.append((first, first + len(batch) - 1, exc))
+                self.failed += len(batch)
+                topics = sorted({r.topic for r in batch})
+                log.error("broker refused %d record(s) for %s: %s", len(batch), topics, exc)
+                return
+            self.sent += len(batch)
+            if self._outage.active:
+                self._outage.up(loop.time(), f"delivering {self._count} held message(s)")
+            return

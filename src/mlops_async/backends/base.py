@@ -10,6 +10,7 @@ acknowledges them. Driver errors are translated here into
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,18 @@ class Backend(ABC):
     @abstractmethod
     async def publish(self, records: Sequence[Record]) -> None:
         """Publish a batch and return once the broker confirmed all of it."""
+
+    async def enqueue(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Hand a batch to the client in order; the returned future resolves on confirmation.
+
+        Lets the Producer keep several batches in flight. The default publishes
+        fully before returning (no pipelining), which keeps order on backends
+        whose batches could overtake each other on separate connections.
+        """
+        await self.publish(records)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     @abstractmethod
     async def subscribe(

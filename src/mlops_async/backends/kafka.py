@@ -241,20 +241,41 @@ class KafkaBackend(Backend):
     # -- publishing -----------------------------------------------------------
 
     async def publish(self, records: Sequence[Record]) -> None:
+        await (await self.enqueue(records))
+
+    async def enqueue(self, records: Sequence[Record]) -> asyncio.Future[None]:
+        """Queue record batches in aiokafka (in order); the future resolves on broker acks."""
         if self._producer is None:
             await self.connect()
         try:
-            await asyncio.wait_for(self._publish(records), self.publish_timeout)
+            futures = await asyncio.wait_for(self._send_batches(records), self.publish_timeout)
         except BusError:
             raise
         except Exception as exc:
             raise _translate(exc, f"publishing {len(records)} record(s)") from exc
+        return asyncio.ensure_future(self._confirm(futures, len(records)))
 
-    async def _publish(self, records: Sequence[Record]) -> None:
+    async def _confirm(self, futures: list[asyncio.Future[Any]], n: int) -> None:
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
+        except BusError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, f"publishing {n} record(s)") from exc
+
+    async def _send_batches(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         producer = self._producer
         assert producer is not None
-        groups: dict[tuple[str, int], list[Record]] = {}
+        groups: dict[tuple[str, int], Sequence[Record]] = {}
         partitions: dict[str, list[int]] = {}
+        topics = {r.topic for r in records}
+        if len(topics) == 1 and all(r.key is None for r in records):
+            # The common case: one topic, no keys -> one sticky partition, no per-record work.
+            (topic,) = topics
+            only = sorted(await producer.partitions_for(topic))
+            sticky = self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % len(only)
+            groups[(topic, only[sticky])] = records
+            records = ()
         for r in records:
             parts = partitions.get(r.topic)
             if parts is None:
@@ -265,7 +286,7 @@ class KafkaBackend(Backend):
                 p = parts[self._sticky[r.topic]]
             else:
                 p = self._partitioner(r.key, parts, parts)
-            groups.setdefault((r.topic, p), []).append(r)
+            groups.setdefault((r.topic, p), []).append(r)  # type: ignore[attr-defined]
         futures = []
         for (topic, p), recs in groups.items():
             batch = producer.create_batch()
@@ -273,18 +294,13 @@ class KafkaBackend(Backend):
                 headers = list(r.headers) if r.headers else []
                 if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
                     if batch.record_count() == 0:
-                        raise MessageTooLarge(
-                            len(r.value),
-                            self._options.get(
-                                "max_batch_size", _PRODUCER_DEFAULTS["max_batch_size"]
-                            ),
-                            topic,
-                        )
+                        limit = self._options.get("max_batch_size", 256 * 1024)
+                        raise MessageTooLarge(len(r.value), limit, topic)
                     futures.append(await producer.send_batch(batch, topic, partition=p))
                     batch = producer.create_batch()
                     batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)
             futures.append(await producer.send_batch(batch, topic, partition=p))
-        await asyncio.gather(*futures)
+        return futures
 
     # -- consuming ------------------------------------------------------------
 
@@ -375,20 +391,20 @@ class KafkaBackend(Backend):
     async def describe_groups(self) -> list[GroupInfo]:
         admin = await self._admin_client()
         listed = await self._call("list groups", admin.list_consumer_groups())
-        names = [g[0] for g in listed]
-        if not names:
-            return []
-        described = await self._call("describe groups", admin.describe_consumer_groups(names))
         out = []
-        for resp in described:
-            for g in resp.groups:
-                name, state, members = g[1], g[2], g[5]
-                lag = await self.group_lag(name)
-                out.append(
-                    GroupInfo(
-                        name, tuple(sorted({p.topic for p in lag})), len(members), state, tuple(lag)
-                    )
-                )
+        for name in sorted({g[0] for g in listed}):
+            state, members = "Unknown", 0
+            try:
+                # One group per request: some brokers drop the connection on a
+                # group they cannot describe, which must not hide the others.
+                (resp,) = await asyncio.wait_for(admin.describe_consumer_groups([name]), 10)
+                for g in resp.groups:
+                    state, members = g[2], len(g[5])
+            except Exception as exc:
+                log.debug("describe group %s: %r", name, exc)
+            lag = await self.group_lag(name)
+            out.append(GroupInfo(name, tuple(sorted({p.topic for p in lag})), members, state,
+                                 tuple(lag)))
         return out
 
     async def group_lag(self, group: str) -> list[PartitionLag]:
