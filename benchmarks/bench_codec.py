@@ -13,8 +13,9 @@ from typing import Any
 import msgspec
 import pydantic
 
-from _common import median_of, save, table, typical_message
 from mlops_async import Codec, MLOpsMessage
+
+from _common import median_of, save, table, typical_message
 
 
 class PydMessage(pydantic.BaseModel):

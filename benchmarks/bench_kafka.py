@@ -20,13 +20,13 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
-from _common import save, table, typical_message
 from mlops_async import Admin, Codec, Consumer, MLOpsMessage, Producer
 
+from _common import save, table, typical_message
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.brokers import tansu_server  # noqa: E402
+from tests.brokers import tansu_server
 
 PARTITIONS = 3
 JOIN = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300, "rebalance_timeout_ms": 3000}
@@ -183,23 +183,27 @@ async def run(bootstrap: str, n: int, runs: int) -> dict[str, Any]:
     results: dict[str, list[float]] = {}
     topics: list[str] = []
     for _ in range(runs):
-        for name, fn in (
-            ("produce: library send() per message", lambda: lib_send(url, msgs)),
-            ("produce: library send_many()", lambda: lib_send_many(url, msgs)),
-            ("produce: raw aiokafka send() futures + encode", lambda: raw_send_futures(bootstrap, msgs)),
-            ("produce: raw aiokafka send_batch + encode", lambda: raw_send_batch(bootstrap, msgs)),
-        ):
+        produce = {
+            "produce: library send() per message": lambda: lib_send(url, msgs),
+            "produce: library send_many()": lambda: lib_send_many(url, msgs),
+            "produce: raw aiokafka send() futures + encode": lambda: raw_send_futures(
+                bootstrap, msgs
+            ),
+            "produce: raw aiokafka send_batch + encode": lambda: raw_send_batch(bootstrap, msgs),
+        }
+        for name, fn in produce.items():
             rate, topic = await fn()
             results.setdefault(name, []).append(rate)
             topics.append(topic)
-        filled = topics[-4]  # produced by the library, with the library's envelope
-        for name, fn2 in (
-            ("consume: library async for", lambda: lib_consume(url, filled, n, "iter")),
-            ("consume: library get_messages()", lambda: lib_consume(url, filled, n, "poll")),
-            ("consume: raw aiokafka getmany + decode", lambda: raw_consume(bootstrap, topics[-1], n, "getmany")),
-            ("consume: raw aiokafka async for + decode", lambda: raw_consume(bootstrap, topics[-1], n, "iter")),
-        ):
-            results.setdefault(name, []).append(await fn2())
+        lib, raw = topics[-4], topics[-1]  # same messages, same envelope
+        consume = {
+            "consume: library async for": (lib_consume, url, lib, "iter"),
+            "consume: library get_messages()": (lib_consume, url, lib, "poll"),
+            "consume: raw aiokafka getmany + decode": (raw_consume, bootstrap, raw, "getmany"),
+            "consume: raw aiokafka async for + decode": (raw_consume, bootstrap, raw, "iter"),
+        }
+        for name, (fn2, where, topic, mode) in consume.items():
+            results.setdefault(name, []).append(await fn2(where, topic, n, mode))
     rows = [{"path": k, "msg_per_s": statistics.median(v), "runs": [round(x) for x in v]}
             for k, v in results.items()]
     med = {r["path"]: r["msg_per_s"] for r in rows}

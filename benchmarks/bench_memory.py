@@ -16,8 +16,9 @@ import asyncio
 import time
 import uuid
 
-from _common import median_of, rss_mib, save, table, typical_message
 from mlops_async import Codec, Consumer, MLOpsMessage, Producer
+
+from _common import median_of, rss_mib, save, table, typical_message
 
 
 async def library(msgs: list[MLOpsMessage]) -> float:
