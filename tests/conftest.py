@@ -54,3 +54,23 @@ def kafka_bootstrap() -> Iterator[str]:
         yield f"127.0.0.1:{server.port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a Redis server for the whole session: ours, unless REDIS_URL is set."""
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    from .brokers import redis_server
+
+    server = redis_server()
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"cannot start redis-server for the tests: {exc}")
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()

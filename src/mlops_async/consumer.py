@@ -236,7 +236,6 @@ class Consumer(AsyncResource, Generic[M]):
             list(self._topics),
             group=self.group,
             auto_offset_reset=self._reset,
-            client_options=self._client_options,
         )
 
     # -- receiving ----------------------------------------------------------

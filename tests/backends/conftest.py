@@ -34,7 +34,7 @@ class Bus:
             await admin.create_topic(name, partitions=partitions)
 
 
-BACKENDS = ["memory", "kafka"]
+BACKENDS = ["memory", "kafka", "redis"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -61,3 +61,8 @@ def kafka_bus(kafka_bootstrap: str) -> Bus:
         consumer_options=dict(KAFKA_CONSUMER_OPTIONS),
         quiet=7.0,
     )
+
+
+@pytest.fixture
+def redis_bus(redis_url: str) -> Bus:
+    return Bus("redis", redis_url, quiet=0.5)

@@ -243,7 +243,7 @@ async def test_keys_pick_partitions_like_the_java_client_and_headers_travel(url:
         await p.flush()
     be = create_backend(url)
     await be.connect()
-    sub = await be.subscribe([topic], group=None, auto_offset_reset="earliest", client_options={})
+    sub = await be.subscribe([topic], group=None, auto_offset_reset="earliest")
     got = []
     deadline = time.monotonic() + 30
     while len(got) < 30 and time.monotonic() < deadline:

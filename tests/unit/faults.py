@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from mlops_async.backends import Delivery, Record, Subscription
 from mlops_async.backends.base import OffsetReset
@@ -47,12 +46,11 @@ class FaultyBackend(MemoryBackend):
         *,
         group: str | None,
         auto_offset_reset: OffsetReset,
-        client_options: dict[str, Any],
     ) -> Subscription:
         if self.down:
             raise BusUnavailable("connection refused (injected)")
         sub = await super().subscribe(
-            topics, group=group, auto_offset_reset=auto_offset_reset, client_options=client_options
+            topics, group=group, auto_offset_reset=auto_offset_reset
         )
         return _FaultySub(self, sub)
 

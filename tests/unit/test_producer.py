@@ -187,12 +187,8 @@ async def test_seed_style_arguments(name: str) -> None:
 async def test_keys_and_headers_reach_the_backend(name: str) -> None:
     async with Producer(f"memory://{name}", topic="t") as p:
         await p.send(make_msg(1), key="user-1", headers={"trace": "abc", "b": b"\x00"}, flush=True)
-        sub = await p.backend.subscribe(
-            ["t"],
-            group=None,
-            auto_offset_reset="earliest",  # type: ignore[union-attr]
-            client_options={},
-        )
+        assert p.backend is not None
+        sub = await p.backend.subscribe(["t"], group=None, auto_offset_reset="earliest")
         (d,) = await sub.fetch(10, 0.1)
         await sub.close()
     assert d.key == b"user-1"

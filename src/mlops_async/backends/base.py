@@ -160,7 +160,6 @@ class Backend(ABC):
         *,
         group: str | None,
         auto_offset_reset: OffsetReset,
-        client_options: dict[str, Any],
     ) -> Subscription:
         """Open a subscription; ``group=None`` reads every message (broadcast)."""
 

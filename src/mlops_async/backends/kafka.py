@@ -310,7 +310,6 @@ class KafkaBackend(Backend):
         *,
         group: str | None,
         auto_offset_reset: OffsetReset,
-        client_options: dict[str, Any],
     ) -> Subscription:
         kw = self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS)
         kw.update(group_id=group, enable_auto_commit=False, auto_offset_reset=auto_offset_reset)

@@ -343,11 +343,7 @@ class MemoryBackend(Backend):
         *,
         group: str | None,
         auto_offset_reset: OffsetReset,
-        client_options: dict[str, Any],
     ) -> Subscription:
-        if client_options:
-            unknown = ", ".join(sorted(client_options))
-            raise ConfigurationError(f"memory:// takes no client options (got: {unknown})")
         bus = self._require()
         g, member = bus.join(group, topics, auto_offset_reset)
         return _MemorySubscription(bus, g, member, list(topics))

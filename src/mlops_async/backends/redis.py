@@ -1,0 +1,488 @@
+"""Redis Streams, through redis.asyncio (the only module that imports redis-py).
+
+``redis://[user:password@]host:6379/0`` (``rediss://`` for TLS). One stream per
+topic, named ``<key_prefix><topic>`` (prefix ``mlops:`` by default).
+
+Publishing: each batch is one pipelined round trip of ``XADD ... MAXLEN ~ n``.
+Retention is approximate trimming to ``maxlen`` entries per stream (default
+1,000,000). Trimming deletes the oldest entries whether or not a group has
+acknowledged them: an entry trimmed while pending cannot be redelivered, and
+such losses are counted in ``trimmed_pending`` (Redis >= 7 reports them).
+
+Consuming in a group: ``XGROUP CREATE ... MKSTREAM`` at ``$`` (latest) or
+``0`` (earliest); each consumer instance has a unique name. A consumer first
+re-reads its own pending entries, then takes over entries that other
+consumers left pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``),
+then reads new ones (``XREADGROUP ... >``). Entries delivered more than
+``max_deliveries`` times go to the dead-letter stream ``<topic>.dlq`` with the
+reason, instead of looping forever. ``XACK`` is sent in batches, only for
+entries the Consumer acknowledged. A consumer that closes hands its
+unfinished entries back at once (it marks them idle so the next claim takes
+them). Without a group: ``XREAD`` from the last id seen (broadcast).
+
+redis-py traps guarded here: ``BLOCK`` always stays below the socket timeout
+(a block at or above it fails the read); the connection pool is bounded and
+blocking; a command cancelled mid-flight has its connection dropped by
+redis-py, so no reply reaches the wrong caller (tested). A retried ``XADD``
+whose first reply was lost can add the entry twice: message ids tell
+duplicates apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from redis import exceptions as rex
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from ..deadletter import dead_letter_record
+from ..errors import BusError, BusUnavailable, ConfigurationError, PublishError
+from .base import (
+    Backend,
+    Delivery,
+    GroupInfo,
+    OffsetReset,
+    PartitionLag,
+    Record,
+    Subscription,
+    TopicInfo,
+)
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("mlops_async.redis")
+
+_HEADERS = msgspec.msgpack.Encoder()
+_HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
+
+_LIBRARY_OPTIONS = {
+    "key_prefix": "mlops:",
+    "maxlen": 1_000_000,
+    "claim_idle_ms": 30_000,
+    "claim_interval": 1.0,
+    "max_deliveries": 5,
+    "dead_letter_topic": "{topic}.dlq",
+    "consumer_name": None,
+    "max_connections": 32,
+    "pool_timeout": 10.0,
+}
+_DEFAULT_SOCKET_TIMEOUT = 10.0
+
+
+def _translate(exc: BaseException, what: str) -> BusError:
+    if isinstance(exc, BusError):
+        return exc
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | TimeoutError):
+        return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
+    if isinstance(exc, rex.BusyLoadingError | rex.TryAgainError | rex.ReadOnlyError):
+        return BusUnavailable(f"{what}: {exc}")
+    return PublishError(f"{what}: {exc!r}")
+
+
+class RedisBackend(Backend):
+    """A Redis server; one instance (one bounded connection pool) per client."""
+
+    scheme = "redis"
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        lib = {k: options.pop(k, default) for k, default in _LIBRARY_OPTIONS.items()}
+        self.prefix: str = lib["key_prefix"]
+        self.maxlen: int | None = lib["maxlen"]
+        self.claim_idle_ms = int(lib["claim_idle_ms"])
+        self.claim_interval = float(lib["claim_interval"])
+        self.max_deliveries = int(lib["max_deliveries"])
+        self.dead_letter_topic: str = lib["dead_letter_topic"]
+        self.consumer_name: str | None = lib["consumer_name"]
+        for owned in ("decode_responses", "connection_pool"):
+            if owned in options:
+                raise ConfigurationError(f"{owned} cannot be set: the backend reads raw bytes")
+        options.setdefault("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+        options.setdefault("socket_connect_timeout", 5.0)
+        options.setdefault("health_check_interval", 30)
+        self.socket_timeout = float(options["socket_timeout"] or _DEFAULT_SOCKET_TIMEOUT)
+        try:
+            self._pool = BlockingConnectionPool.from_url(
+                url, max_connections=int(lib["max_connections"]), timeout=lib["pool_timeout"],
+                **options,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"bad Redis URL or option: {exc}") from None
+        self.redis: Redis | None = None
+        self.trimmed_pending = 0
+        self._subs: set[_RedisSubscription] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        return cls(url, **options)
+
+    def __repr__(self) -> str:  # never shows the password
+        kw = self._pool.connection_kwargs
+        return f"RedisBackend({kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)})"
+
+    def key(self, topic: str) -> str:
+        return self.prefix + topic
+
+    def topic_of(self, key: bytes | str) -> str:
+        k = key.decode() if isinstance(key, bytes) else key
+        return k[len(self.prefix):]
+
+    def block_ms(self, timeout: float) -> int:
+        """A BLOCK that always ends before the socket timeout would fire."""
+        return max(1, min(int(timeout * 1000), int((self.socket_timeout - 1.0) * 1000)))
+
+    async def connect(self) -> None:
+        if self.redis is None:
+            self.redis = Redis(connection_pool=self._pool)
+        try:
+            await self.redis.ping()
+        except Exception as exc:
+            raise _translate(exc, f"cannot connect to {self!r}") from exc
+
+    async def close(self) -> None:
+        for sub in list(self._subs):
+            await sub.close()
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            try:
+                await redis.aclose()
+            finally:
+                await self._pool.disconnect()
+
+    def _client(self) -> Redis:
+        if self.redis is None:
+            self.redis = Redis(connection_pool=self._pool)
+        return self.redis
+
+    async def _run(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except BusError:
+            raise
+        except Exception as exc:
+            raise _translate(exc, what) from exc
+
+    # -- publishing -----------------------------------------------------------
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        redis = self._client()
+        pipe = redis.pipeline(transaction=False)
+        maxlen = self.maxlen
+        prefix = self.prefix
+        for r in records:
+            fields: dict[str, bytes] = {"v": r.value}
+            if r.key is not None:
+                fields["k"] = r.key
+            if r.headers:
+                fields["h"] = _HEADERS.encode(r.headers)
+            pipe.xadd(prefix + r.topic, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+        await self._run(f"publishing {len(records)} record(s)", pipe.execute())
+
+    # -- consuming ------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str | None,
+        auto_offset_reset: OffsetReset,
+    ) -> Subscription:
+        redis = self._client()
+        keys = [self.key(t) for t in topics]
+        sub: _RedisSubscription
+        if group is None:
+            last: dict[str, str] = {}
+            for k in keys:
+                if auto_offset_reset == "earliest":
+                    last[k] = "0-0"
+                else:
+                    top = await self._run("read stream end", redis.xrevrange(k, count=1))
+                    last[k] = top[0][0].decode() if top else "0-0"
+            sub = _BroadcastSubscription(self, keys, last)
+        else:
+            start = "0" if auto_offset_reset == "earliest" else "$"
+            for k in keys:
+                try:
+                    await redis.xgroup_create(k, group, id=start, mkstream=True)
+                except rex.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise _translate(exc, f"create group {group}") from exc
+                except Exception as exc:
+                    raise _translate(exc, f"create group {group}") from exc
+            name = self.consumer_name or (
+                f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            )
+            sub = _GroupSubscription(self, keys, group, name)
+        self._subs.add(sub)
+        return sub
+
+    def _deliveries(self, key: bytes | str, entries: list[Any]) -> list[Delivery]:
+        topic = self.topic_of(key)
+        out = []
+        for entry_id, fields in entries:
+            if fields is None:  # entry deleted (trimmed) while pending
+                continue
+            eid = entry_id.decode()
+            headers = fields.get(b"h")
+            out.append(Delivery(
+                topic, 0, eid, fields.get(b"v", b""), fields.get(b"k"),
+                tuple(_HEADERS_DEC.decode(headers)) if headers else None,
+                (key, eid),
+            ))
+        return out
+
+    # -- admin ----------------------------------------------------------------
+
+    async def _stream_keys(self) -> list[bytes]:
+        redis = self._client()
+        keys: list[bytes] = []
+        async for k in redis.scan_iter(match=self.prefix + "*", count=1000, _type="stream"):
+            keys.append(k)
+        return sorted(keys)
+
+    async def list_topics(self) -> list[TopicInfo]:
+        async def run() -> list[TopicInfo]:
+            redis = self._client()
+            out = []
+            for k in await self._stream_keys():
+                out.append(TopicInfo(self.topic_of(k), 1, int(await redis.xlen(k))))
+            return out
+
+        result: list[TopicInfo] = await self._run("list topics", run())
+        return result
+
+    async def create_topic(
+        self, name: str, partitions: int = 1, replication: int = 1,
+        config: dict[str, str] | None = None,
+    ) -> None:
+        # A stream has no partitions; an empty one is made by creating and
+        # dropping a placeholder group.
+        redis = self._client()
+        key = self.key(name)
+
+        async def run() -> None:
+            if await redis.exists(key):
+                return
+            await redis.xgroup_create(key, "__mlops_create__", id="$", mkstream=True)
+            await redis.xgroup_destroy(key, "__mlops_create__")
+
+        await self._run(f"create topic {name}", run())
+
+    async def delete_topic(self, name: str) -> None:
+        await self._run(f"delete topic {name}", self._client().delete(self.key(name)))
+
+    async def describe_groups(self) -> list[GroupInfo]:
+        async def run() -> list[GroupInfo]:
+            redis = self._client()
+            groups: dict[str, dict[str, Any]] = {}
+            for k in await self._stream_keys():
+                for g in await redis.xinfo_groups(k):
+                    name = g["name"].decode()
+                    info = groups.setdefault(name, {"topics": [], "members": 0})
+                    info["topics"].append(self.topic_of(k))
+                    info["members"] += int(g["consumers"])
+            out = []
+            for name, info in sorted(groups.items()):
+                lag = await self.group_lag(name)
+                out.append(GroupInfo(name, tuple(info["topics"]), info["members"],
+                                     "Stable" if info["members"] else "Empty", tuple(lag)))
+            return out
+
+        result: list[GroupInfo] = await self._run("describe groups", run())
+        return result
+
+    async def group_lag(self, group: str) -> list[PartitionLag]:
+        async def run() -> list[PartitionLag]:
+            redis = self._client()
+            out = []
+            for k in await self._stream_keys():
+                for g in await redis.xinfo_groups(k):
+                    if g["name"].decode() != group:
+                        continue
+                    stream = await redis.xinfo_stream(k)
+                    end = int(stream.get("entries-added") or stream["length"])
+                    read = g.get("entries-read")
+                    lag = g.get("lag")
+                    pending = int(g["pending"])
+                    committed = None if read is None else int(read) - pending
+                    if lag is None:  # Redis could not compute it (trimmed history)
+                        lag = end - (committed or 0)
+                    out.append(PartitionLag(self.topic_of(k), 0, committed, end,
+                                            int(lag) + pending, pending))
+            return out
+
+        result: list[PartitionLag] = await self._run(f"lag of group {group}", run())
+        return result
+
+
+class _RedisSubscription(Subscription):
+    def __init__(self, backend: RedisBackend, keys: list[str]) -> None:
+        self.backend = backend
+        self.keys = keys
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        self.backend._subs.discard(self)
+
+
+class _BroadcastSubscription(_RedisSubscription):
+    def __init__(self, backend: RedisBackend, keys: list[str], last: dict[str, str]) -> None:
+        super().__init__(backend, keys)
+        self.last: dict[Any, Any] = last
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        be = self.backend
+        reply = await be._run("read", be._client().xread(
+            self.last, count=max_records, block=be.block_ms(timeout)))
+        out: list[Delivery] = []
+        for key, entries in reply or ():
+            ds = be._deliveries(key, entries)
+            if entries:
+                self.last[key.decode()] = entries[-1][0].decode()
+            out.extend(ds)
+        return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        return None  # nothing to acknowledge without a group
+
+
+class _GroupSubscription(_RedisSubscription):
+    def __init__(self, backend: RedisBackend, keys: list[str], group: str, name: str) -> None:
+        super().__init__(backend, keys)
+        self.group = group
+        self.name = name
+        self._own_pending = True  # first re-read what this name left unacknowledged
+        self._next_claim = 0.0
+        self._claim_cursor = dict.fromkeys(keys, "0-0")
+        self._pending_cursor = dict.fromkeys(keys, "0")
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        be = self.backend
+        redis = be._client()
+        loop = asyncio.get_running_loop()
+        if self._own_pending:
+            cursors: dict[Any, Any] = self._pending_cursor
+            reply = await be._run("read pending", redis.xreadgroup(
+                self.group, self.name, cursors, count=max_records))
+            out = []
+            for key, entries in reply or ():
+                if entries:
+                    cursors[key.decode()] = entries[-1][0].decode()
+                out.extend(be._deliveries(key, entries))
+            if out:
+                return await self._screen(out)
+            self._own_pending = False
+        if loop.time() >= self._next_claim:
+            self._next_claim = loop.time() + be.claim_interval
+            claimed = await self._claim(max_records)
+            if claimed:
+                return claimed
+        reply = await be._run("read", redis.xreadgroup(
+            self.group, self.name, dict.fromkeys(self.keys, ">"), count=max_records,
+            block=be.block_ms(timeout)))
+        return [d for key, entries in reply or () for d in be._deliveries(key, entries)]
+
+    async def _claim(self, max_records: int) -> list[Delivery]:
+        """Take over entries other consumers left pending past ``claim_idle_ms``."""
+        be = self.backend
+        redis = be._client()
+        out: list[Delivery] = []
+        for key in self.keys:
+            reply = await be._run("claim", redis.xautoclaim(
+                key, self.group, self.name, be.claim_idle_ms,
+                start_id=self._claim_cursor[key], count=max_records))
+            cursor, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                be.trimmed_pending += len(deleted)
+                log.warning("%d pending entr(ies) of %s were trimmed before being processed",
+                            len(deleted), key)
+            self._claim_cursor[key] = cursor.decode() if isinstance(cursor, bytes) else cursor
+            out.extend(be._deliveries(key, entries))
+        return await self._screen(out) if out else out
+
+    async def _screen(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Dead-letter entries delivered more than ``max_deliveries`` times."""
+        be = self.backend
+        redis = be._client()
+        counts: dict[str, int] = {}
+        by_key: dict[Any, list[Delivery]] = {}
+        for d in deliveries:
+            by_key.setdefault(d.position[0], []).append(d)
+        for key, ds in by_key.items():
+            ids = [d.offset for d in ds]
+            info = await be._run("pending info", redis.xpending_range(
+                key, self.group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
+                count=len(ds) * 4 + 10, consumername=self.name))
+            for p in info:
+                eid = p["message_id"].decode()
+                counts[eid] = int(p["times_delivered"])
+        keep: list[Delivery] = []
+        poison: list[Delivery] = []
+        for d in deliveries:
+            if counts.get(str(d.offset), 0) > be.max_deliveries:
+                poison.append(d)
+            else:
+                keep.append(d)
+        if poison:
+            records = [
+                dead_letter_record(
+                    be.dead_letter_topic.format(topic=d.topic), d,
+                    RuntimeError(f"delivered {counts[str(d.offset)]} times, more than "
+                                 f"max_deliveries={be.max_deliveries}; never acknowledged"),
+                    attempts=counts[str(d.offset)],
+                )
+                for d in poison
+            ]
+            await be.publish(records)
+            await self.ack(poison)
+            for d in poison:
+                log.warning("dead-lettered %s after %d deliveries", d.where(),
+                            counts[str(d.offset)])
+        return keep
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        be = self.backend
+        by_key: dict[Any, list[str]] = {}
+        for d in deliveries:
+            by_key.setdefault(d.position[0], []).append(d.position[1])
+        pipe = be._client().pipeline(transaction=False)
+        for key, ids in by_key.items():
+            pipe.xack(key, self.group, *ids)
+        await be._run("ack", pipe.execute())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await super().close()
+        # Hand unfinished entries back now rather than after claim_idle_ms: mark
+        # them idle for that long (JUSTID keeps their delivery counts).
+        be = self.backend
+        try:
+            redis = be._client()
+            for key in self.keys:
+                pending = await redis.xpending_range(key, self.group, min="-", max="+",
+                                                     count=10_000, consumername=self.name)
+                ids: list[Any] = [p["message_id"] for p in pending]
+                if ids:
+                    await redis.xclaim(key, self.group, self.name, 0, ids,
+                                       idle=be.claim_idle_ms + 1000, justid=True)
+                else:
+                    await redis.xgroup_delconsumer(key, self.group, self.name)
+        except Exception as exc:  # best effort: a claim after claim_idle_ms still works
+            log.debug("releasing pending entries on close: %r", exc)
+
+
+def _id_order(eid: str | int) -> tuple[int, int]:
+    ms, _, seq = str(eid).partition("-")
+    return int(ms), int(seq or 0)
