@@ -39,8 +39,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from redis import exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
+
+from redis import exceptions as rex
 
 from ..deadletter import dead_letter_record
 from ..errors import BusError, BusUnavailable, ConfigurationError, PublishError
