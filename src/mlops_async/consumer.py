@@ -378,16 +378,22 @@ class Consumer(AsyncResource, Generic[M]):
             if self._closed:
                 return
             try:
-                await self._ack_finished()
                 if self._sub is None:
                     assert self._backend is not None
                     await self._backend.connect()
                     await self._open_subscription()
                     assert self._sub is not None
                 sub = self._sub
-                batch = await sub.fetch(
-                    self._prefetch, self._poll_timeout if timeout is None else timeout
-                )
+                wait = self._poll_timeout if timeout is None else timeout
+                finished, self._finished = self._finished, []
+                try:
+                    # One call, so a backend can send the acks with the next read.
+                    batch = await sub.ack_and_fetch(finished, self._prefetch, wait)
+                except BaseException:
+                    self._finished[:0] = finished  # not acknowledged: try again later
+                    raise
+                if finished:
+                    self._last_ack = time.monotonic()
             except BusUnavailable as exc:
                 if self.strict:
                     raise

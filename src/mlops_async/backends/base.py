@@ -116,6 +116,17 @@ class Subscription(ABC):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark deliveries as processed so the group never hands them out again."""
 
+    async def ack_and_fetch(
+        self, deliveries: Sequence[Delivery], max_records: int, timeout: float
+    ) -> list[Delivery]:
+        """:meth:`ack` then :meth:`fetch`; a backend may do both in one round trip.
+
+        If it raises, none of ``deliveries`` may be taken as acknowledged.
+        """
+        if deliveries:
+            await self.ack(deliveries)
+        return await self.fetch(max_records, timeout)
+
     @abstractmethod
     async def close(self) -> None:
         """Leave the group; unacknowledged deliveries become available to other members."""
