@@ -19,11 +19,12 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from _common import save, table, typical_message
 from mlops_async import Codec, Consumer, MLOpsMessage, Producer
 
+from _common import save, table, typical_message
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.brokers import redis_server  # noqa: E402
+from tests.brokers import redis_server
 
 PREFIX = "mlops:"
 
