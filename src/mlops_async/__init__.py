@@ -13,6 +13,7 @@ One Producer/Consumer API over an in-memory bus, Kafka and Redis::
 from __future__ import annotations
 
 from .admin import Admin
+from .app import App, OutputError, replay_dead_letters
 from .backends import Backend, Delivery, Record, Subscription, register_backend
 from .backends.base import GroupInfo, PartitionLag, TopicInfo
 from .codec import Codec
@@ -35,11 +36,16 @@ from .errors import (
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
 from .producer import Producer
+from .queues import AppConfig, Queue, load_config
+from .signals import Ack, Reject, Retry
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ack",
     "Admin",
+    "App",
+    "AppConfig",
     "Backend",
     "BusClosed",
     "BusError",
@@ -60,14 +66,20 @@ __all__ = [
     "MessageType",
     "MissingDependency",
     "NotSupported",
+    "OutputError",
     "PartitionLag",
     "Producer",
     "PublishError",
+    "Queue",
     "Record",
+    "Reject",
+    "Retry",
     "SendTimeout",
     "Stage",
     "Subscription",
     "TopicInfo",
     "__version__",
+    "load_config",
     "register_backend",
+    "replay_dead_letters",
 ]

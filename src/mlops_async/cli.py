@@ -87,6 +87,40 @@ def _demo_plain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .app import ensure_app
+    from .metrics import Metrics, serve_metrics
+    from .queues import import_object, load_config
+
+    app = ensure_app(import_object(args.target))
+    if args.url:
+        app.url = args.url
+    if args.config:
+        for q in load_config(args.config).queues:
+            app.queues[q.name] = q
+    if args.concurrency:
+        app.max_concurrency = args.concurrency
+    server = None
+    if args.metrics_port is not None:
+        if app.metrics is None:
+            app.metrics = Metrics(app.name)
+        server = serve_metrics(app.metrics, args.metrics_port, args.metrics_addr)
+    try:
+        asyncio.run(app.run())
+    finally:
+        if server is not None:
+            server.shutdown()
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from .app import replay_dead_letters
+
+    n = asyncio.run(replay_dead_letters(args.url, args.queue, limit=args.limit))
+    print(f"replayed {n} dead letter(s) from {args.queue}")
+    return 0
+
+
 async def _admin(args: argparse.Namespace) -> int:
     async with Admin(args.url) as admin:
         if args.command == "topics":
@@ -117,6 +151,19 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("topics", "list topics"), ("groups", "consumer groups and their lag")):
         a = sub.add_parser(name, help=text)
         a.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    r = sub.add_parser("run", help="run a stream-engine app: mlops-async run module:app")
+    r.add_argument("target", help="module:attribute of an mlops_async.App")
+    r.add_argument("--url", default=None, help="default bus URL for the app's queues")
+    r.add_argument("--config", default=None, help="queues file (.yaml/.toml)")
+    r.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    r.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
+    r.add_argument("--concurrency", type=int, default=None, help="max messages in flight")
+    q = sub.add_parser("dlq", help="dead-letter queues")
+    qsub = q.add_subparsers(dest="dlq_command", required=True)
+    rp = qsub.add_parser("replay", help="send dead letters back to their source topics")
+    rp.add_argument("--queue", required=True, help="dead-letter topic, e.g. raw_events.dlq")
+    rp.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    rp.add_argument("--limit", type=int, default=None, help="replay at most this many")
     return p
 
 
@@ -129,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _demo_plain(args) if args.plain else _demo(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "dlq":
+            return _dlq(args)
         runner: Any = _admin(args)
         return int(asyncio.run(runner))
     except BusError as exc:

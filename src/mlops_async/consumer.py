@@ -102,7 +102,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._sub: Subscription | None = None
         self._epoch = 0
         self._buf: deque[Delivery] = deque()
-        self._inflight: list[Delivery] = []  # handed out, not yet finished
+        # Handed out, not yet finished; keyed by identity so one can be acked alone.
+        self._inflight: dict[int, Delivery] = {}
         self._finished: list[Delivery] = []  # finished, not yet acknowledged
         self._last_ack = 0.0
         self._started = False
@@ -152,7 +153,7 @@ class Consumer(AsyncResource, Generic[M]):
         self._closed = True
         try:
             if processed and self._auto:
-                self._finished.extend(self._inflight)
+                self._finished.extend(self._inflight.values())
                 self._inflight.clear()
             if self._sub is not None and self._finished:
                 try:
@@ -213,7 +214,7 @@ class Consumer(AsyncResource, Generic[M]):
     async def _resubscribe(self) -> None:
         async with self._lock:
             if self._auto:
-                self._finished.extend(self._inflight)
+                self._finished.extend(self._inflight.values())
                 self._inflight.clear()
             await self._ack_finished()
             # Buffered, never handed out: the group hands them out again.
@@ -247,13 +248,35 @@ class Consumer(AsyncResource, Generic[M]):
         inflight = self._inflight
         if inflight and self._auto:
             finished = self._finished
-            finished.extend(inflight)
+            finished.extend(inflight.values())
             inflight.clear()
             if len(finished) >= self._prefetch or (
                 time.monotonic() - self._last_ack > self._commit_interval
             ):
                 async with self._lock:
                     await self._ack_finished()
+        return (await self._next())[0]
+
+    async def receive(self) -> tuple[M, Delivery]:
+        """The next message and its delivery, for code that acknowledges each one itself.
+
+        Use with ``commit="manual"`` and :meth:`ack`: nothing is acknowledged
+        until ``ack`` is called for it, whatever order messages finish in.
+        With ``on_invalid="raise"``, the :class:`DecodeError` carries the
+        delivery as ``exc.delivery``, to be acknowledged once dealt with.
+        """
+        return await self._next()
+
+    async def ack(self, *deliveries: Delivery) -> None:
+        """Acknowledge these deliveries (from :meth:`receive`) now."""
+        for d in deliveries:
+            self._inflight.pop(id(d), None)
+        self._finished.extend(deliveries)
+        async with self._lock:
+            await self._ack_finished()
+
+    async def _next(self) -> tuple[M, Delivery]:
+        inflight = self._inflight
         decode = self._codec.decode
         while True:
             sub = self._sub
@@ -267,9 +290,9 @@ class Consumer(AsyncResource, Generic[M]):
                 except (DecodeError, MessageTooLarge) as exc:
                     await self._invalid(d, exc)
                     continue
-                inflight.append(d)
+                inflight[id(d)] = d
                 self.received += 1
-                return msg
+                return msg, d
             if self._closed:
                 raise StopAsyncIteration
             await self._refill(wait_for_topics=True)
@@ -294,7 +317,7 @@ class Consumer(AsyncResource, Generic[M]):
         if not self._started:
             await self.start()
         if self._auto and self._inflight:
-            self._finished.extend(self._inflight)
+            self._finished.extend(self._inflight.values())
             self._inflight.clear()
         if not self._buf:
             await self._refill(wait_for_topics=False, timeout=timeout)
@@ -313,14 +336,14 @@ class Consumer(AsyncResource, Generic[M]):
             self.received += 1
             if filter is None or filter(msg):
                 out.append(msg)
-                self._inflight.append(d)
+                self._inflight[id(d)] = d
             else:
                 self._finished.append(d)
         return out
 
     async def commit(self) -> None:
         """Acknowledge every message handed out so far (for ``commit="manual"``)."""
-        self._finished.extend(self._inflight)
+        self._finished.extend(self._inflight.values())
         self._inflight.clear()
         async with self._lock:
             await self._ack_finished()
@@ -414,9 +437,13 @@ class Consumer(AsyncResource, Generic[M]):
             exc = DecodeError(exc.reason, exc.payload, where)
         else:
             exc = MessageTooLarge(exc.size, exc.limit, where)
-        self._finished.append(d)
         if self._on_invalid == "raise":
+            # In hand like any message: acknowledged once the caller moves on
+            # (auto commit) or acks it (manual), never before it saw the error.
+            self._inflight[id(d)] = d
+            exc.delivery = d
             raise exc
+        self._finished.append(d)
         dlq = self._dlq.format(topic=d.topic)
         record = dead_letter_record(dlq, d, exc)
         assert self._backend is not None

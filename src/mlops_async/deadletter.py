@@ -8,7 +8,7 @@ import msgspec
 
 from .backends import Delivery, Record
 
-__all__ = ["DeadLetter", "dead_letter_record"]
+__all__ = ["DeadLetter", "dead_letter_record", "make_dead_letter"]
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -34,15 +34,10 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 _ENCODE = msgspec.msgpack.Encoder().encode
 
 
-def dead_letter_record(
-    dlq_topic: str,
-    delivery: Delivery,
-    error: BaseException,
-    *,
-    attempts: int = 1,
-    handler: str | None = None,
-) -> Record:
-    """Build the record that carries ``delivery`` to ``dlq_topic`` (msgpack envelope v1)."""
+def make_dead_letter(
+    delivery: Delivery, error: BaseException, *, attempts: int = 1, handler: str | None = None
+) -> tuple[DeadLetter, tuple[tuple[str, bytes], ...]]:
+    """The :class:`DeadLetter` for ``delivery`` and the headers that summarise it."""
     letter = DeadLetter(
         original=bytes(delivery.value),
         error_type=type(error).__name__,
@@ -61,5 +56,16 @@ def dead_letter_record(
         ("x-source-topic", delivery.topic.encode()),
         ("x-source-position", delivery.where().encode()),
         ("x-attempts", str(attempts).encode()),
+        ("x-handler", (handler or "").encode()),
+        ("x-failed-at", repr(letter.failed_at).encode()),
     )
+    return letter, headers
+
+
+def dead_letter_record(
+    dlq_topic: str, delivery: Delivery, error: BaseException, *, attempts: int = 1,
+    handler: str | None = None,
+) -> Record:
+    """The record that carries ``delivery`` to ``dlq_topic`` (msgpack envelope v1)."""
+    letter, headers = make_dead_letter(delivery, error, attempts=attempts, handler=handler)
     return Record(dlq_topic, b"\x01" + _ENCODE(letter), delivery.key, headers)

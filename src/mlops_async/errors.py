@@ -88,6 +88,7 @@ class MessageTooLarge(MessageError):
     """A payload is larger than the configured limit."""
 
     def __init__(self, size: int, limit: int, where: str = "") -> None:
+        self.delivery: object = None  # set by the Consumer when it came from a delivery
         self.size = size
         self.limit = limit
         self.where = where
@@ -107,6 +108,7 @@ class DecodeError(MessageError):
     """
 
     def __init__(self, reason: str, payload: bytes = b"", where: str = "") -> None:
+        self.delivery: object = None  # set by the Consumer: the delivery to acknowledge
         self.reason = reason
         self.payload = payload
         self.where = where

@@ -20,6 +20,10 @@ def test_all_is_exact_and_importable() -> None:
         "producer",
         "demo",
         "cli",
+        "app",
+        "metrics",
+        "queues",
+        "signals",
     }
     assert public - modules - {"annotations"} == set(mlops_async.__all__) - {"__version__"}
 
