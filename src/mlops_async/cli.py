@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.run(app.run())
     finally:
         if server is not None:
-            server.shutdown()
+            server.close()
     return 0
 
 
@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--url", default="memory://demo", help="bus URL (default: memory://demo)")
     d.add_argument("--records", type=int, default=20_000, help="feature records to send")
     d.add_argument("--plain", action="store_true", help="plain text output, no rich")
+    d.add_argument("--engine", action="store_true", help="run train/evaluate as App handlers")
     for name, text in (("topics", "list topics"), ("groups", "consumer groups and their lag")):
         a = sub.add_parser(name, help=text)
         a.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
@@ -174,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "demo" and args.engine:
+            from .demo import run_engine_demo
+
+            result = asyncio.run(run_engine_demo(args.url, args.records))
+            print(_summary(result))
+            return 0
         if args.command == "demo":
             return _demo_plain(args) if args.plain else _demo(args)
         if args.command == "run":

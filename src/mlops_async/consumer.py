@@ -268,11 +268,18 @@ class Consumer(AsyncResource, Generic[M]):
         return await self._next()
 
     async def ack(self, *deliveries: Delivery) -> None:
-        """Acknowledge these deliveries (from :meth:`receive`) now."""
+        """Mark these deliveries (from :meth:`receive`) as processed.
+
+        Acknowledgements go to the broker in batches: with the next fetch, once
+        ``prefetch`` are waiting, or after ``commit_interval`` seconds, and at
+        close. This never waits for a fetch in progress.
+        """
         for d in deliveries:
             self._inflight.pop(id(d), None)
         self._finished.extend(deliveries)
-        async with self._lock:
+        if len(self._finished) >= self._prefetch or (
+            time.monotonic() - self._last_ack > self._commit_interval
+        ):
             await self._ack_finished()
 
     async def _next(self) -> tuple[M, Delivery]:

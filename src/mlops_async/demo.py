@@ -21,7 +21,7 @@ from .consumer import Consumer
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
 from .producer import Producer
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "run_demo", "run_engine_demo"]
 
 FEATURES = 8
 
@@ -205,5 +205,81 @@ async def run_demo(
                     return
 
         await asyncio.gather(etl(), train(), evaluate(), watch())
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+async def run_engine_demo(
+    url: str = "memory://demo", records: int = 2_000, *, prefix: str = "edemo", seed: int = 7
+) -> DemoResult:
+    """The same pipeline with train and evaluate as stream-engine handlers."""
+    from .app import App
+
+    run_id = f"{prefix}-{int(time.time() * 1000)}"
+    rng = random.Random(seed)
+    true_w = [rng.uniform(-2, 2) for _ in range(FEATURES)]
+    stats = {s: StageStats(s) for s in ("etl", "train", "evaluate")}
+    result = DemoResult(records, 0.0, 0.0, stats)
+    app = App(f"{run_id}.app", url=url, max_concurrency=1)  # training is sequential
+    app.queue("features", value=f"{prefix}.{run_id}.features")
+    app.queue("models", value=f"{prefix}.{run_id}.models")
+    app.queue("status", value=f"{prefix}.{run_id}.status")
+    w = [0.0] * FEATURES
+    finished = asyncio.Event()
+
+    @app.handler(input="features", outputs=["models", "status"])
+    async def train(msg: MLOpsMessage) -> list[tuple[str, MLOpsMessage]] | None:
+        nonlocal w
+        st = stats["train"]
+        if msg.msg_type is MessageType.COMPLETE:
+            st.finished = time.perf_counter()
+            model = (
+                MessageBuilder().with_msg_type(MessageType.DATA).with_creator_type(Stage.TRAIN)
+                .with_correlation_id(run_id).with_argument("weights", w).build()
+            )
+            done = _status(Stage.TRAIN, MessageType.COMPLETE, "trained", run_id, seen=st.messages)
+            return [("models", model), ("status", done)]
+        if st.messages == 0:
+            st.started = time.perf_counter()
+        x, y = msg.additional_arguments["x"], msg.additional_arguments["y"]
+        z = sum(a * b for a, b in zip(w, x, strict=True))
+        g = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z)))) - y
+        w = [wi - 0.05 * g * xi for wi, xi in zip(w, x, strict=True)]
+        st.messages += 1
+        return None
+
+    @app.handler(input="models", outputs=["status"])
+    async def evaluate(model: MLOpsMessage) -> list[tuple[str, MLOpsMessage]]:
+        st = stats["evaluate"]
+        st.started = time.perf_counter()
+        weights = model.additional_arguments["weights"]
+        test_rng = random.Random(seed + 1)
+        correct = 0
+        for _ in range(2000):
+            x, y = _sample(test_rng, true_w)
+            correct += int((sum(a * b for a, b in zip(weights, x, strict=True)) > 0) == bool(y))
+        result.accuracy = correct / 2000
+        st.messages = 2000
+        st.finished = time.perf_counter()
+        finished.set()
+        return [("status", _status(Stage.EVALUATE, MessageType.COMPLETE, "evaluated", run_id,
+                                   accuracy=result.accuracy))]
+
+    t0 = time.perf_counter()
+    async with app, Producer(url, topic=app.queues["features"].topic) as out:
+        st = stats["etl"]
+        st.started = time.perf_counter()
+        for i in range(records):
+            x, y = _sample(rng, true_w)
+            await out.send(
+                MessageBuilder().with_msg_type(MessageType.DATA).with_creator_type(Stage.ETL)
+                .with_correlation_id(run_id).with_additional_arguments({"x": x, "y": y, "i": i})
+                .build()
+            )
+        await out.send(_status(Stage.ETL, MessageType.COMPLETE, "end of data", run_id),
+                       flush=True)
+        st.messages = records
+        st.finished = time.perf_counter()
+        await asyncio.wait_for(finished.wait(), 120)
     result.seconds = time.perf_counter() - t0
     return result

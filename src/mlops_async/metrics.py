@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import MissingDependency
 
-__all__ = ["Metrics", "serve_metrics"]
+__all__ = ["Metrics", "MetricsServer", "serve_metrics"]
 
 
 def _prometheus() -> Any:
@@ -77,8 +77,23 @@ class Metrics:
         self.lag.labels(self.app, queue).set(lag)
 
 
-def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> Any:
-    """Serve ``/metrics`` over HTTP from a daemon thread; returns the server (``shutdown()``)."""
+class MetricsServer:
+    """``/metrics`` served over HTTP from a daemon thread."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.port: int = server.server_address[1]
+
+    def close(self) -> None:
+        """Stop serving and release the socket; safe to call twice."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``metrics`` at ``http://addr:port/metrics`` until ``close()``."""
     prom = _prometheus()
     server, _thread = prom.start_http_server(port, addr=addr, registry=metrics.registry)
-    return server
+    return MetricsServer(server)
