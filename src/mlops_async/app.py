@@ -33,6 +33,7 @@ import os
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,6 +79,18 @@ class _Route:
     pump: asyncio.Task[None] | None = None
 
 
+class _Worker:
+    """One of ``max_concurrency`` coroutines that run handlers, fed by the pumps."""
+
+    __slots__ = ("busy", "queue", "task", "wake")
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[_Route, Any, Delivery]] = deque()
+        self.wake = asyncio.Event()
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+
 class App:
     """A worker made of handlers; see the module docstring."""
 
@@ -90,6 +103,7 @@ class App:
         queues: Iterable[Queue] = (),
         group: str | None = None,
         max_concurrency: int = 16,
+        max_unconfirmed: int = 4096,
         drain_timeout: float = 30.0,
         sync_workers: int = 4,
         metrics: Metrics | bool = False,
@@ -104,6 +118,7 @@ class App:
             self.queues[q.name] = q
         self.group = group or name
         self.max_concurrency = max_concurrency
+        self.max_unconfirmed = max_unconfirmed
         self.drain_timeout = drain_timeout
         self.sync_workers = sync_workers
         self.metrics: Metrics | None = (
@@ -115,9 +130,15 @@ class App:
         self._producers: dict[str, Producer[Any]] = {}  # by URL
         self._queue_producer: dict[str, Producer[Any]] = {}  # by queue name
         self._schemas: dict[str, type[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._tails: dict[tuple[str, bytes], asyncio.Future[None]] = {}
+        self._workers: list[_Worker] = []
+        self._shared: deque[tuple[_Route, Any, Delivery]] = deque()  # keyless messages
+        self._idle: list[_Worker] = []
+        self._background: list[asyncio.Task[None]] = []
+        # Per producer: (last seq, first seq, route, delivery, start time) awaiting confirmation.
+        self._awaiting: dict[Producer[Any], deque[tuple[int, int, _Route, Delivery, float]]] = {}
         self._sem: asyncio.Semaphore | None = None
+        self._unconfirmed: asyncio.Semaphore | None = None
+        self._finishers: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._started = False
@@ -176,6 +197,7 @@ class App:
         self._started = True
         self._stopped = asyncio.Event()
         self._sem = asyncio.Semaphore(self.max_concurrency)
+        self._unconfirmed = asyncio.Semaphore(self.max_unconfirmed)
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
         for name, q in self.queues.items():
@@ -195,8 +217,15 @@ class App:
                 auto_offset_reset="earliest", **{**self._consumer_options, **q.options},
             )
             await route.consumer.start()
+        for producer in self._producers.values():
+            self._awaiting[producer] = deque()
+            producer.add_confirm_listener(functools.partial(self._settled, producer))
+        self._workers = [_Worker() for _ in range(self.max_concurrency)]
+        for i, w in enumerate(self._workers):
+            w.task = asyncio.create_task(self._work(w), name=f"{self.name}.worker{i}")
         for route in self._routes:
             route.pump = asyncio.create_task(self._pump(route), name=f"{self.name}.{route.name}")
+            self._background.append(asyncio.create_task(self._flush_acks(route)))
         if self.metrics is not None:
             self._lag_task = asyncio.create_task(self._watch_lag(default))
         log.info("app %s started: %s", self.name, ", ".join(r.name for r in self._routes))
@@ -216,19 +245,35 @@ class App:
             if self._lag_task is not None:
                 self._lag_task.cancel()
                 await asyncio.gather(self._lag_task, return_exceptions=True)
-            if self._tasks:
-                _, pending = await asyncio.wait(set(self._tasks), timeout=self.drain_timeout)
-                if pending:
-                    log.warning("app %s: %d message(s) still in flight after %.0fs; they will "
-                                "be delivered again", self.name, len(pending), self.drain_timeout)
-                    for t in pending:
-                        t.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.drain_timeout
+            # Polls worker state, bounded by the deadline.
+            while self._unfinished() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            left = self._unfinished()
+            if left:
+                log.warning("app %s: %d message(s) not finished after %.0fs; they will be "
+                            "delivered again", self.name, left, self.drain_timeout)
+            workers = [w.task for w in self._workers if w.task is not None]
+            for t in (*workers, *self._background):
+                t.cancel()
+            await asyncio.gather(*workers, *self._background, return_exceptions=True)
+            # Outputs still unconfirmed: deliver them, then acknowledge their inputs.
+            for producer in self._producers.values():
+                try:
+                    await asyncio.wait_for(producer.flush(), self.drain_timeout)
+                except (TimeoutError, BusError) as exc:
+                    log.warning("app %s: outputs not confirmed at stop: %r", self.name, exc)
+            await asyncio.sleep(0)  # let confirmation callbacks schedule their finishers
+            if self._finishers:
+                await asyncio.wait(set(self._finishers), timeout=self.drain_timeout)
             for route in self._routes:
                 if route.consumer is not None:
                     await route.consumer.close()
             for producer in self._producers.values():
                 await producer.close()
+            for t in list(self._finishers):
+                t.cancel()
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
@@ -274,6 +319,8 @@ class App:
     async def _pump(self, route: _Route) -> None:
         consumer = route.consumer
         assert consumer is not None and self._sem is not None
+        workers = self._workers
+        n = len(workers)
         while True:
             try:
                 msg, d = await consumer.receive()
@@ -286,49 +333,68 @@ class App:
             except StopAsyncIteration:
                 return
             await self._sem.acquire()
-            task = asyncio.create_task(self._process(route, msg, d))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            if d.key is not None:
+                # Same key, same worker: handled one after another, in arrival order.
+                w = workers[hash(d.key) % n]
+                w.queue.append((route, msg, d))
+                w.wake.set()
+            else:
+                self._shared.append((route, msg, d))
+                if self._idle:
+                    self._idle.pop().wake.set()
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    async def _work(self, w: _Worker) -> None:
+        """Run handlers: this worker's keyed messages first, then any keyless one."""
         assert self._sem is not None
-        self._sem.release()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("app %s: message task failed", self.name, exc_info=task.exception())
+        queue, shared, idle = w.queue, self._shared, self._idle
+        while True:
+            if queue:
+                route, msg, d = queue.popleft()
+            elif shared:
+                route, msg, d = shared.popleft()
+            else:
+                w.wake.clear()
+                idle.append(w)
+                await w.wake.wait()
+                if w in idle:  # woken for a keyed message, not popped by the pump
+                    idle.remove(w)
+                continue
+            w.busy = True
+            try:
+                await self._handle(route, msg, d)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("app %s: handling %s failed", self.name, d.where())
+            finally:
+                w.busy = False
+                self._sem.release()
 
-    async def _process(self, route: _Route, msg: Any, d: Delivery) -> None:
-        tail_key = (route.name, d.key) if d.key is not None else None
-        prev = mine = None
-        if tail_key is not None:  # same key: one after another, in arrival order
-            prev = self._tails.get(tail_key)
-            mine = asyncio.get_running_loop().create_future()
-            self._tails[tail_key] = mine
-        try:
-            if prev is not None:
-                await prev
-            await self._handle(route, msg, d)
-        finally:
-            if mine is not None:
-                mine.set_result(None)
-                if self._tails.get(tail_key) is mine:  # type: ignore[arg-type]
-                    del self._tails[tail_key]  # type: ignore[arg-type]
+    async def _flush_acks(self, route: _Route) -> None:
+        """Acknowledgements made without waiting go out at least every second."""
+        assert route.consumer is not None
+        while True:
+            await asyncio.sleep(1.0)
+            await route.consumer.ack()
 
     async def _handle(self, route: _Route, msg: Any, d: Delivery) -> None:
         consumer = route.consumer
         assert consumer is not None
         m = self.metrics
-        started = time.perf_counter()
+        started = time.perf_counter() if m is not None else 0.0
         attempt = 0
+        confirmation: tuple[Producer[Any], int, int] | asyncio.Future[Any] | None = None
         while True:
             attempt += 1
             try:
-                t0 = time.perf_counter()
-                result = await self._call(route, msg)
-                if m is not None:
+                if m is None:
+                    result = await self._call(route, msg)
+                else:
+                    t0 = time.perf_counter()
+                    result = await self._call(route, msg)
                     m.timed("component", time.perf_counter() - t0)
                 outputs = self._check_outputs(route, result)
-                await self._publish(route, outputs, d.key)
+                confirmation = await self._publish(route, outputs, d.key)
             except Ack:
                 pass
             except Retry as exc:
@@ -350,12 +416,76 @@ class App:
                          d.where(), attempt, exc)
                 await self._retry(route, attempt, None)
                 continue
+            if confirmation is not None:
+                # The outputs are queued; the input is acknowledged once the broker
+                # confirmed them, without holding a worker meanwhile.
+                assert self._unconfirmed is not None
+                await self._unconfirmed.acquire()
+                if isinstance(confirmation, tuple):
+                    producer, first, last = confirmation
+                    self._awaiting[producer].append((last, first, route, d, started))
+                else:
+                    confirmation.add_done_callback(
+                        functools.partial(self._on_confirmed, route, d, started)
+                    )
+                return
             if m is not None:
                 m.consumed_ok(route.input)
             break
         await consumer.ack(d)
         if m is not None:
             m.timed("cycle", time.perf_counter() - started)
+
+    def _settled(self, producer: Producer[Any], settled: int) -> None:
+        """A producer confirmed (or refused) records up to ``settled``."""
+        pending = self._awaiting[producer]
+        m = self.metrics
+        assert self._unconfirmed is not None
+        while pending and pending[0][0] <= settled:
+            last, first, route, d, started = pending.popleft()
+            self._unconfirmed.release()
+            consumer = route.consumer
+            assert consumer is not None
+            exc = producer.refused(first, last)
+            if exc is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._refused(route, d, started, exc))
+                self._finishers.add(task)
+                task.add_done_callback(self._finishers.discard)
+                continue
+            consumer.ack_nowait(d)
+            if m is not None:
+                m.consumed_ok(route.input)
+                m.timed("cycle", time.perf_counter() - started)
+
+    async def _refused(self, route: _Route, d: Delivery, started: float,
+                       exc: BaseException) -> None:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_exception(exc)
+        await self._finish(route, d, started, fut)
+
+    def _on_confirmed(self, route: _Route, d: Delivery, started: float,
+                      fut: asyncio.Future[Any]) -> None:
+        assert self._unconfirmed is not None
+        self._unconfirmed.release()
+        task = asyncio.get_running_loop().create_task(self._finish(route, d, started, fut))
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
+
+    async def _finish(self, route: _Route, d: Delivery, started: float,
+                      fut: asyncio.Future[Any]) -> None:
+        consumer = route.consumer
+        assert consumer is not None
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled():
+            return  # shutting down without confirmation: leave it for redelivery
+        if exc is not None:
+            await self._fail(route, d, exc, 1, "output_refused")
+        elif self.metrics is not None:
+            self.metrics.consumed_ok(route.input)
+        await consumer.ack(d)
+        if self.metrics is not None:
+            self.metrics.timed("cycle", time.perf_counter() - started)
 
     async def _call(self, route: _Route, msg: Any) -> Any:
         if route.is_async:
@@ -407,21 +537,29 @@ class App:
     def _producer_for(self, queue: Queue) -> Producer[Any]:
         return self._queue_producer[queue.name]
 
-    async def _publish(self, route: _Route, outputs: list[tuple[Queue, Any]],
-                       key: bytes | None) -> None:
+    async def _publish(
+        self, route: _Route, outputs: list[tuple[Queue, Any]], key: bytes | None
+    ) -> tuple[Producer[Any], int, int] | asyncio.Future[Any] | None:
+        """Queue the outputs; returns what to wait on for their confirmation.
+
+        One producer (the usual case): ``(producer, first, last)`` sequence
+        numbers, tracked without a future; several: a future.
+        """
         if not outputs:
-            return
-        used = []
+            return None
+        firsts: dict[Producer[Any], int] = {}
         for queue, message in outputs:
             producer = self._producer_for(queue)
+            if producer not in firsts:
+                firsts[producer] = producer.sequence + 1
             await producer.send(message, topic=queue.topic, key=key)
-            if producer not in used:
-                used.append(producer)
-        for producer in used:  # acknowledged only once every output is confirmed
-            await producer.flush()
         if self.metrics is not None:
             for queue, _ in outputs:
                 self.metrics.produced_to(route.input, queue.name)
+        if len(firsts) == 1:
+            ((producer, first),) = firsts.items()
+            return producer, first, producer.sequence
+        return asyncio.gather(*(p.confirmed(first, p.sequence) for p, first in firsts.items()))
 
     async def _fail(self, route: _Route, d: Delivery, exc: BaseException, attempts: int,
                     reason: str) -> None:
@@ -452,8 +590,15 @@ class App:
                     log.debug("lag of %s: %s", q.name, exc)
             await asyncio.sleep(every)
 
+    def _unfinished(self) -> int:
+        return len(self._shared) + sum(len(w.queue) + w.busy for w in self._workers)
+
     def stats(self) -> dict[str, Any]:
-        return {"in_flight": len(self._tasks), "handlers": [r.name for r in self._routes]}
+        return {
+            "in_flight": self._unfinished(),
+            "unconfirmed": sum(len(q) for q in self._awaiting.values()),
+            "handlers": [r.name for r in self._routes],
+        }
 
 
 def _reason(exc: BaseException) -> str:

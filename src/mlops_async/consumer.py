@@ -267,6 +267,11 @@ class Consumer(AsyncResource, Generic[M]):
         """
         return await self._next()
 
+    def ack_nowait(self, delivery: Delivery) -> None:
+        """Mark ``delivery`` processed; it goes to the broker with the next batch of acks."""
+        self._inflight.pop(id(delivery), None)
+        self._finished.append(delivery)
+
     async def ack(self, *deliveries: Delivery) -> None:
         """Mark these deliveries (from :meth:`receive`) as processed.
 

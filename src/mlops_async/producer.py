@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
@@ -114,8 +114,10 @@ class Producer(AsyncResource, Generic[M]):
         self._queued = 0  # sequence number of the last record queued
         self._settled = 0  # records confirmed or refused, in queue order
         self._failures: list[tuple[int, int, BaseException]] = []  # (first seq, last seq, error)
-        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # (last sequence, first sequence, future), in registration order.
+        self._flush_waiters: deque[tuple[int, int, asyncio.Future[None]]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._listeners: list[Callable[[int], None]] = []
         self._wakeup: asyncio.Future[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._connected = False
@@ -322,35 +324,76 @@ class Producer(AsyncResource, Generic[M]):
                 with contextlib.suppress(ValueError):
                     self._room_waiters.remove(fut)
 
+    @property
+    def sequence(self) -> int:
+        """How many records were queued so far (a position for :meth:`confirmed`)."""
+        return self._queued
+
+    def confirmed(self, first: int, last: int) -> asyncio.Future[None]:
+        """A future that resolves once records ``first..last`` (sequence numbers) are settled.
+
+        It fails with :class:`PublishError` if the broker refused any of them.
+        Lets a caller act on confirmation (e.g. acknowledge an input) without a
+        task waiting per message.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._settled >= last:
+            self._resolve(fut, first, last)
+        else:
+            self._flush_waiters.append((last, first, fut))
+        return fut
+
+    def add_confirm_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(settled)`` each time records up to ``settled`` were settled.
+
+        Settled means confirmed, or refused for good (see :meth:`refused`). For
+        code that tracks many positions without a future per message.
+        """
+        self._listeners.append(listener)
+
+    def refused(self, first: int, last: int) -> PublishError | None:
+        """The error if the broker refused any record in ``first..last``, else None."""
+        if not self._failures:
+            return None
+        failed = [(a, b, e) for a, b, e in self._failures if b >= first and a <= last]
+        if not failed:
+            return None
+        count = sum(min(b, last) - max(a, first) + 1 for a, b, _ in failed)
+        err = failed[-1][2]
+        exc = PublishError(f"{count} record(s) were refused by the broker: {err}")
+        exc.__cause__ = err
+        return exc
+
+    def _resolve(self, fut: asyncio.Future[None], first: int, last: int) -> None:
+        if fut.done():
+            return
+        exc = self.refused(first, last)
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+
     async def _wait_settled(self, target: int) -> None:
-        first_unsettled = self._settled + 1
-        if self._settled < target:
-            if self.strict and self._outage.active:
-                raise BusUnavailable("broker unavailable (strict mode)")
-            fut = asyncio.get_running_loop().create_future()
-            self._flush_waiters.append((target, fut))
-            await fut
-        failed = [(a, b, e) for a, b, e in self._failures if b >= first_unsettled and a <= target]
-        if failed:
-            count = sum(min(b, target) - max(a, first_unsettled) + 1 for a, b, _ in failed)
-            err = failed[-1][2]
-            raise PublishError(f"{count} record(s) were refused by the broker: {err}") from err
+        if self._settled < target and self.strict and self._outage.active:
+            raise BusUnavailable("broker unavailable (strict mode)")
+        await self.confirmed(self._settled + 1, target)
 
     def _settle(self, n: int) -> None:
         self._settled += n
-        done = [w for w in self._flush_waiters if w[0] <= self._settled]
-        if done:
-            self._flush_waiters = [w for w in self._flush_waiters if w[0] > self._settled]
-            for _, fut in done:
-                if not fut.done():
-                    fut.set_result(None)
+        waiters = self._flush_waiters
+        # Waiters are registered with non-decreasing targets: resolve from the left.
+        while waiters and waiters[0][0] <= self._settled:
+            _, first, fut = waiters.popleft()
+            self._resolve(fut, first, self._settled)
+        for listener in self._listeners:
+            listener(self._settled)
         # Failures older than every waiter can no longer be reported to anyone.
-        if self._failures and not self._flush_waiters and len(self._failures) > 100:
+        if len(self._failures) > 100 and not waiters:
             del self._failures[:-100]
 
     def _fail_waiters(self, exc: BaseException) -> None:
-        waiters, self._flush_waiters = self._flush_waiters, []
-        for _, fut in waiters:
+        waiters, self._flush_waiters = self._flush_waiters, deque()
+        for _, _, fut in waiters:
             if not fut.done():
                 fut.set_exception(exc)
         while self._room_waiters:

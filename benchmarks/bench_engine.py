@@ -1,0 +1,136 @@
+"""The stream engine's overhead: a pass-through handler vs the bare Consumer->Producer loop.
+
+Same broker, same input topic (pre-filled), same run. The engine does
+decode -> handler -> output check -> encode -> publish -> ack after the broker
+confirmed the output; the bare loop does decode -> encode -> publish -> ack
+on the next message, without waiting for confirmations.
+
+usage: python benchmarks/bench_engine.py [--n 100000] [--runs 3] [--backends memory,redis,kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlops_async import Admin, App, Consumer, MLOpsMessage, Producer
+
+from _common import save, table, typical_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.brokers import redis_server, tansu_server
+
+KAFKA_JOIN = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300,
+              "rebalance_timeout_ms": 3000}
+
+
+async def fill(url: str, topic: str, n: int, kafka: bool) -> None:
+    if kafka:
+        async with Admin(url) as admin:
+            await admin.create_topic(topic, partitions=3)
+            await admin.create_topic(topic + ".out", partitions=3)
+    async with Producer(url, topic=topic) as p:
+        for i in range(n):
+            await p.send(typical_message(i))
+        await p.flush()
+
+
+async def bare(url: str, topic: str, n: int, opts: dict[str, Any]) -> float:
+    async with Consumer(url, topic=topic, group=f"bare-{uuid.uuid4().hex[:6]}",
+                        auto_offset_reset="earliest", **opts) as c, Producer(url) as p:
+        k = 0
+        t0 = 0.0
+        async for msg in c:
+            if k == 0:
+                t0 = time.perf_counter()
+            await p.send(msg, topic=topic + ".out")
+            k += 1
+            if k == n:
+                break
+        await p.flush()
+        return (n - 1) / (time.perf_counter() - t0)
+
+
+async def engine(url: str, topic: str, n: int, opts: dict[str, Any]) -> float:
+    app = App(f"eng-{uuid.uuid4().hex[:6]}", url=url, consumer_options=opts)
+    app.queue("in", value=topic)
+    app.queue("out", value=topic + ".out")
+    k = 0
+    t0 = 0.0
+    done = asyncio.Event()
+
+    @app.handler(input="in", outputs=["out"])
+    async def passthrough(msg: MLOpsMessage) -> list[tuple[str, MLOpsMessage]]:
+        nonlocal k, t0
+        if k == 0:
+            t0 = time.perf_counter()
+        k += 1
+        if k == n:
+            done.set()
+        return [("out", msg)]
+
+    async with app:
+        await done.wait()
+        for p in app._producers.values():
+            await p.flush()
+        took = time.perf_counter() - t0
+    return (n - 1) / took
+
+
+async def run_backend(name: str, url: str, n: int, runs: int) -> list[dict[str, Any]]:
+    opts = KAFKA_JOIN if name == "kafka" else {}
+    results: dict[str, list[float]] = {"bare Consumer->Producer loop": [], "engine pass-through": []}
+    for _ in range(runs):
+        topic = f"eng-{uuid.uuid4().hex[:8]}"
+        await fill(url, topic, n, name == "kafka")
+        results["bare Consumer->Producer loop"].append(await bare(url, topic, n, opts))
+        results["engine pass-through"].append(await engine(url, topic, n, opts))
+    med = {k: statistics.median(v) for k, v in results.items()}
+    ratio = med["engine pass-through"] / med["bare Consumer->Producer loop"]
+    return [{"backend": name, "path": k, "msg_per_s": med[k], "runs": [round(x) for x in v],
+             "engine_vs_bare": round(ratio, 2)} for k, v in results.items()]
+
+
+async def main_async(n: int, runs: int, backends: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    servers = []
+    try:
+        for name in backends:
+            if name == "memory":
+                url = f"memory://bench-{uuid.uuid4().hex[:6]}"
+            elif name == "redis":
+                s = redis_server()
+                s.start()
+                servers.append(s)
+                url = f"redis://127.0.0.1:{s.port}/0"
+            else:
+                s = tansu_server()
+                s.start()
+                servers.append(s)
+                url = f"kafka://127.0.0.1:{s.port}"
+            rows += await run_backend(name, url, n, runs)
+    finally:
+        for s in servers:
+            s.stop()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--backends", default="memory,redis,kafka")
+    args = ap.parse_args()
+    rows = asyncio.run(main_async(args.n, args.runs, args.backends.split(",")))
+    print(table(rows, ["backend", "path", "msg_per_s", "runs", "engine_vs_bare"]))
+    print(f"saved {save('engine', rows, {'n': args.n})}")
+
+
+if __name__ == "__main__":
+    main()
