@@ -26,6 +26,7 @@ delivered again. A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -77,6 +78,40 @@ class _Route:
     backoff_max: float
     consumer: Consumer[Any] | None = None
     pump: asyncio.Task[None] | None = None
+
+
+class _Slots:
+    """A counting semaphore with less bookkeeping than asyncio's, for per-message use."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot just as we were cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.free += 1
 
 
 class _Worker:
@@ -136,8 +171,8 @@ class App:
         self._background: list[asyncio.Task[None]] = []
         # Per producer: (last seq, first seq, route, delivery, start time) awaiting confirmation.
         self._awaiting: dict[Producer[Any], deque[tuple[int, int, _Route, Delivery, float]]] = {}
-        self._sem: asyncio.Semaphore | None = None
-        self._unconfirmed: asyncio.Semaphore | None = None
+        self._sem: _Slots | None = None
+        self._unconfirmed: _Slots | None = None
         self._finishers: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -196,8 +231,10 @@ class App:
             raise ConfigurationError(f"app {self.name!r} has no handlers")
         self._started = True
         self._stopped = asyncio.Event()
-        self._sem = asyncio.Semaphore(self.max_concurrency)
-        self._unconfirmed = asyncio.Semaphore(self.max_unconfirmed)
+        # Bounds messages handed to workers but not finished (running or queued);
+        # room for a few per worker so the pump hands over in runs, not one by one.
+        self._sem = _Slots(max(4 * self.max_concurrency, 256))
+        self._unconfirmed = _Slots(self.max_unconfirmed)
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
         for name, q in self.queues.items():
