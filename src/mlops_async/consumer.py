@@ -139,6 +139,7 @@ class Consumer(AsyncResource, Generic[M]):
                 await self._open_subscription()
         except BusUnavailable as exc:
             if self.strict:
+                self._started = False  # a later start() tries again
                 raise
             self._outage.down(exc, asyncio.get_running_loop().time())
 
