@@ -630,6 +630,18 @@ class App:
     def _unfinished(self) -> int:
         return len(self._shared) + sum(len(w.queue) + w.busy for w in self._workers)
 
+    def task(self, correlation_id: str, *, queue: str = "status", creator: str | None = None,
+             stage: str | None = None, webhook: Any = None) -> Any:
+        """Report a task's status on the app's ``queue`` (declared or not); app must be started."""
+        from .status import task_status
+
+        if not self._producers:
+            raise ConfigurationError("start the app before reporting task status")
+        q = self.queues.get(queue) or Queue(name=queue)
+        producer = self._queue_producer.get(queue) or next(iter(self._producers.values()))
+        return task_status(producer, correlation_id, topic=q.topic, creator=creator or self.name,
+                           stage=stage, webhook=webhook)
+
     def stats(self) -> dict[str, Any]:
         return {
             "in_flight": self._unfinished(),

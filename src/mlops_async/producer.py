@@ -281,6 +281,17 @@ class Producer(AsyncResource, Generic[M]):
         else:
             await asyncio.wait_for(self._wait_settled(target), timeout)
 
+    def task(self, correlation_id: str, *, topic: str = "status", creator: str | None = None,
+             stage: str | None = None, webhook: Any = None) -> Any:
+        """Report a task's status on ``topic``: ``async with producer.task(cid) as t: ...``.
+
+        See :func:`mlops_async.status.task_status`.
+        """
+        from .status import task_status
+
+        return task_status(self, correlation_id, topic=topic, creator=creator, stage=stage,
+                           webhook=webhook)
+
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests."""
         return {

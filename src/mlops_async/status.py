@@ -1,0 +1,215 @@
+"""Task status reporting: started / progress / failed / completed, keyed by a correlation id.
+
+```python
+async with task_status(producer, correlation_id, creator="trainer", stage="TRAIN") as task:
+    await task.progress(percent=50, loss=0.31)
+    task.result(accuracy=0.94)          # attached to COMPLETE
+```
+
+On entry a START message goes to the status topic; ``progress()`` sends
+PROGRESS; leaving the block sends COMPLETE with the result data, or FAILURE
+with the error's type and message (never the traceback) and re-raises. Every
+status is an MLOpsMessage carrying the correlation id. The same reports can
+be POSTed as JSON to a webhook: in the background, with a timeout and
+retries, never holding up the task; the bearer token comes from the
+``MLOPS_STATUS_TOKEN`` environment variable and is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import msgspec
+
+from .errors import MissingDependency
+from .message import MessageBuilder, MessageType, MLOpsMessage
+from .producer import Producer
+
+__all__ = ["TaskStatus", "Webhook", "reports_status", "task_status"]
+
+log = logging.getLogger("mlops_async.status")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+TOKEN_ENV = "MLOPS_STATUS_TOKEN"
+_JSON = msgspec.json.Encoder()
+
+
+class Webhook:
+    """POSTs status messages as JSON to ``url``, from a bounded background queue.
+
+    A slow or dead endpoint never blocks the task: when the queue (``max_pending``)
+    is full, the oldest report is dropped and counted in ``dropped`` (the bus
+    copy of every status is still delivered). Each POST is retried with backoff
+    up to ``retries`` times.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 5.0, retries: int = 3,
+                 max_pending: int = 1000) -> None:
+        try:
+            import httpx
+        except ImportError as exc:
+            raise MissingDependency(
+                "status webhooks need httpx: pip install 'mlops-async[status]'"
+            ) from exc
+        self.url = url
+        self.retries = retries
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_pending)
+        token = os.environ.get(TOKEN_ENV)
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(timeout=timeout, headers=headers)
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def __repr__(self) -> str:  # the token stays out of reprs and logs
+        return f"Webhook({self.url!r})"
+
+    def post(self, msg: MLOpsMessage) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        body = _JSON.encode(msg)
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait(body)
+
+    async def _run(self) -> None:
+        while True:
+            body = await self._queue.get()
+            for attempt in range(self.retries + 1):
+                try:
+                    resp = await self._client.post(self.url, content=body)
+                    if resp.status_code < 500:
+                        if resp.status_code >= 400:
+                            self.failed += 1
+                            log.warning("status webhook answered %d", resp.status_code)
+                        else:
+                            self.sent += 1
+                        break
+                except Exception as exc:  # network errors: retry, then count
+                    log.debug("status webhook attempt %d: %r", attempt + 1, exc)
+                if attempt == self.retries:
+                    self.failed += 1
+                    log.warning("status webhook unreachable after %d attempts", attempt + 1)
+                else:
+                    await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            self._queue.task_done()
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until queued reports were posted."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._client.aclose()
+
+
+class TaskStatus:
+    """One task's reports; use :func:`task_status` to create it."""
+
+    def __init__(self, producer: Producer[Any], correlation_id: str, *, topic: str,
+                 creator: str | None, stage: str | None, webhook: Webhook | None) -> None:
+        self.producer = producer
+        self.correlation_id = correlation_id
+        self.topic = topic
+        self.creator = creator
+        self.stage = stage
+        self.webhook = webhook
+        self.data: dict[str, Any] = {}
+
+    def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
+        b = (MessageBuilder().with_msg_type(kind).with_correlation_id(self.correlation_id)
+             .with_additional_arguments(args))
+        if self.creator:
+            b.with_creator(self.creator).with_creator_type(self.creator)
+        if self.stage:
+            b.with_stage(self.stage)
+        if text:
+            b.with_user_msg(text)
+        return b.build()
+
+    async def _report(self, kind: MessageType, text: str | None = None, **args: Any) -> None:
+        msg = self._message(kind, text, args)
+        await self.producer.send(msg, topic=self.topic, key=self.correlation_id,
+                                 flush=kind is not MessageType.PROGRESS)
+        if self.webhook is not None:
+            self.webhook.post(msg)
+
+    async def progress(self, percent: float | None = None, message: str | None = None,
+                       **data: Any) -> None:
+        """Send a PROGRESS report (``percent`` and any JSON-able data)."""
+        if percent is not None:
+            data["percent"] = percent
+        await self._report(MessageType.PROGRESS, message, **data)
+
+    def result(self, **data: Any) -> None:
+        """Data to attach to the COMPLETE report."""
+        self.data.update(data)
+
+    async def __aenter__(self) -> TaskStatus:
+        await self._report(MessageType.START, "started")
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc is None:
+            await self._report(MessageType.COMPLETE, "completed", **self.data)
+        elif isinstance(exc, asyncio.CancelledError):
+            await asyncio.shield(self._report(MessageType.FAILURE, "cancelled",
+                                              error_type="CancelledError", error="cancelled"))
+        else:
+            # Type and message only: tracebacks can carry paths and secrets.
+            await self._report(MessageType.FAILURE, "failed", error_type=type(exc).__name__,
+                               error=str(exc)[:2000])
+
+
+def task_status(producer: Producer[Any], correlation_id: str, *, topic: str = "status",
+                creator: str | None = None, stage: str | None = None,
+                webhook: Webhook | None = None) -> TaskStatus:
+    """Report START/PROGRESS/COMPLETE/FAILURE of one task on ``topic``."""
+    return TaskStatus(producer, correlation_id, topic=topic, creator=creator, stage=stage,
+                      webhook=webhook)
+
+
+def reports_status(producer: Producer[Any], *, topic: str = "status", creator: str | None = None,
+                   stage: str | None = None, webhook: Webhook | None = None,
+                   ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Decorator form: the wrapped coroutine takes ``correlation_id=`` as a keyword.
+
+    A dict it returns is attached to COMPLETE; an exception sends FAILURE.
+    """
+
+    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            cid = kwargs.get("correlation_id")
+            if not isinstance(cid, str):
+                raise TypeError(f"{fn.__name__} needs correlation_id='...' to report status")
+            async with task_status(producer, cid, topic=topic, creator=creator or fn.__name__,
+                                   stage=stage, webhook=webhook) as task:
+                out = await fn(*args, **kwargs)
+                if isinstance(out, dict):
+                    task.result(**out)
+                return out
+
+        return run
+
+    return wrap
