@@ -50,6 +50,7 @@ async def test_failure_reports_type_and_message_then_reraises() -> None:
             async with p.task("run-2"):
                 raise ValueError("bad data")
     start, failure = await statuses(url, n=2)
+    assert start.msg_type is MessageType.START
     assert failure.msg_type is MessageType.FAILURE
     assert failure.additional_arguments == {"error_type": "ValueError", "error": "bad data"}
     assert "Traceback" not in msgspec.json.encode(failure).decode()
