@@ -118,3 +118,41 @@ def redis_server(appendonly: bool = False) -> Server:
         "no",
     ]
     return Server(argv, port, os.path.join(workdir, "redis.log"))
+
+
+def _pg_bindir() -> str | None:
+    import glob
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(candidate, "initdb")):
+            return candidate
+    found = shutil.which("pg_ctl")
+    return os.path.dirname(found) if found else None
+
+
+def postgres_server() -> Server | None:
+    """Our own PostgreSQL on a free port (None if its binaries are not installed)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        return None
+    workdir = tempfile.mkdtemp(prefix="pg-")
+    data = os.path.join(workdir, "data")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            return None
+        os.chown(workdir, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", data, "-A", "trust",
+                    "-U", "postgres", "--no-sync", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
+    port = free_port()
+    argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data, "-p", str(port),
+            "-k", workdir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            "-c", "max_connections=200"]
+    log_path = os.path.join(tempfile.mkdtemp(prefix="pglog-"), "postgres.log")
+    return Server(argv, port, log_path)

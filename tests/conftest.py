@@ -74,3 +74,37 @@ def redis_url() -> Iterator[str]:
         yield f"redis://127.0.0.1:{server.port}/0"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL for the session: POSTGRES_URL, else our own server, else 127.0.0.1:5432."""
+    external = os.environ.get("POSTGRES_URL")
+    if external:
+        yield external
+        return
+    import socket
+
+    from .brokers import postgres_server
+
+    server = None
+    try:
+        server = postgres_server()
+        if server is not None:
+            server.start()
+    except Exception as exc:  # fall back to a local server below, or fail loudly
+        server = None
+        reason = f"starting our own failed: {exc}"
+    else:
+        reason = "no PostgreSQL binaries (apt-get install postgresql)"
+    if server is not None:
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
+        finally:
+            server.stop()
+        return
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        pytest.fail(f"no PostgreSQL for the tests: {reason}; set POSTGRES_URL")
+    yield "postgresql://postgres@127.0.0.1:5432/postgres"

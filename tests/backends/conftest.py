@@ -34,7 +34,7 @@ class Bus:
             await admin.create_topic(name, partitions=partitions)
 
 
-BACKENDS = ["memory", "kafka", "redis"]
+BACKENDS = ["memory", "kafka", "redis", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -66,3 +66,8 @@ def kafka_bus(kafka_bootstrap: str) -> Bus:
 @pytest.fixture
 def redis_bus(redis_url: str) -> Bus:
     return Bus("redis", redis_url, quiet=0.5)
+
+
+@pytest.fixture
+def postgres_bus(postgres_url: str) -> Bus:
+    return Bus("postgres", postgres_url, quiet=0.5)

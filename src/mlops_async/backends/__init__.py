@@ -36,6 +36,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "kafka": ("mlops_async.backends.kafka:KafkaBackend", "kafka"),
     "redis": ("mlops_async.backends.redis:RedisBackend", "redis"),
     "rediss": ("mlops_async.backends.redis:RedisBackend", "redis"),
+    # postgresql:// comes from the entry point in pyproject.toml (a plugin).
 }
 _REGISTERED: dict[str, BackendFactory | str] = {}
 
@@ -54,12 +55,12 @@ def _load(path: str, extra: str | None) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if extra is not None and (exc.name or "").split(".")[0] not in ("mlops_async",):
-            raise MissingDependency(
-                f"this URL needs the '{extra}' extra: pip install 'mlops-async[{extra}]' "
-                f"({exc.name} is not installed)"
-            ) from exc
-        raise
+        if (exc.name or "").split(".")[0] == "mlops_async":
+            raise
+        hint = f"pip install 'mlops-async[{extra}]'" if extra else "install its driver"
+        raise MissingDependency(
+            f"the backend {path} cannot be imported: {exc.name} is not installed ({hint})"
+        ) from exc
     return getattr(module, attr)
 
 
@@ -74,6 +75,7 @@ def _factory(scheme: str) -> BackendFactory:
         for ep in entry_points(group="mlops_async.backends"):
             if ep.name == scheme:
                 found = ep.value
+                extra = "postgres" if ep.value.startswith("mlops_async.plugins.postgres") else None
                 break
     if found is None:
         known = ", ".join(sorted({*_BUILTIN, *_REGISTERED}))
