@@ -35,6 +35,7 @@ from .errors import (
     SendTimeout,
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
+from .pipeline import Pipeline
 from .producer import Producer
 from .queues import AppConfig, Queue, load_config
 from .signals import Ack, Reject, Retry
@@ -68,6 +69,7 @@ __all__ = [
     "NotSupported",
     "OutputError",
     "PartitionLag",
+    "Pipeline",
     "Producer",
     "PublishError",
     "Queue",

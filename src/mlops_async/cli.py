@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .admin import Admin
 from .demo import DemoResult, run_demo
-from .errors import BusError
+from .errors import BusError, ConfigurationError
 from .message import MessageType, MLOpsMessage
 
 __all__ = ["main"]
@@ -88,11 +88,26 @@ def _demo_plain(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .app import ensure_app
+    from .app import App
     from .metrics import Metrics, serve_metrics
+    from .pipeline import Pipeline, run_replicas
     from .queues import import_object, load_config
 
-    app = ensure_app(import_object(args.target))
+    target = import_object(args.target)
+    params = dict(p.split("=", 1) for p in args.param)
+    if isinstance(target, Pipeline):
+        if args.url:
+            target.url = args.url
+        if args.stage is None:
+            asyncio.run(target.run())
+            return 0
+        if args.replicas and args.replicas > 1:
+            return run_replicas(args.target, args.stage, args.replicas, _child_args(args))
+        app = target.app_for(args.stage, target.params_for(args.stage, params))
+    elif isinstance(target, App):
+        app = target
+    else:
+        raise ConfigurationError(f"{args.target} is neither an App nor a Pipeline")
     if args.url:
         app.url = args.url
     if args.config:
@@ -111,6 +126,23 @@ def _run(args: argparse.Namespace) -> int:
         if server is not None:
             server.close()
     return 0
+
+
+def _child_args(args: argparse.Namespace) -> list[list[str]]:
+    """Command-line arguments for each replica process of ``run --replicas N``."""
+    common: list[str] = []
+    for flag, value in (("--url", args.url), ("--config", args.config),
+                        ("--concurrency", args.concurrency)):
+        if value is not None:
+            common += [flag, str(value)]
+    for p in args.param:
+        common += ["--param", p]
+    out = []
+    for i in range(args.replicas):
+        extra = [] if args.metrics_port is None else [
+            "--metrics-port", str(args.metrics_port + i), "--metrics-addr", args.metrics_addr]
+        out.append(common + extra)  # one /metrics port per replica
+    return out
 
 
 def _dlq(args: argparse.Namespace) -> int:
@@ -152,13 +184,17 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("topics", "list topics"), ("groups", "consumer groups and their lag")):
         a = sub.add_parser(name, help=text)
         a.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
-    r = sub.add_parser("run", help="run a stream-engine app: mlops-async run module:app")
-    r.add_argument("target", help="module:attribute of an mlops_async.App")
+    r = sub.add_parser("run", help="run an App or a Pipeline: mlops-async run module:app")
+    r.add_argument("target", help="module:attribute of an mlops_async.App or Pipeline")
     r.add_argument("--url", default=None, help="default bus URL for the app's queues")
     r.add_argument("--config", default=None, help="queues file (.yaml/.toml)")
     r.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
     r.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
     r.add_argument("--concurrency", type=int, default=None, help="max messages in flight")
+    r.add_argument("--stage", default=None, help="run only this stage of a Pipeline")
+    r.add_argument("--replicas", type=int, default=None, help="run the stage as N processes")
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="stage parameter (repeatable)")
     q = sub.add_parser("dlq", help="dead-letter queues")
     qsub = q.add_subparsers(dest="dlq_command", required=True)
     rp = qsub.add_parser("replay", help="send dead letters back to their source topics")

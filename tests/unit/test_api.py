@@ -24,6 +24,9 @@ def test_all_is_exact_and_importable() -> None:
         "metrics",
         "queues",
         "signals",
+        "pipeline",
+        "status",
+        "plugins",
     }
     assert public - modules - {"annotations"} == set(mlops_async.__all__) - {"__version__"}
 
