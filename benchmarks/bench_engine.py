@@ -85,7 +85,8 @@ async def engine(url: str, topic: str, n: int, opts: dict[str, Any]) -> float:
 
 async def run_backend(name: str, url: str, n: int, runs: int) -> list[dict[str, Any]]:
     opts = KAFKA_JOIN if name == "kafka" else {}
-    results: dict[str, list[float]] = {"bare Consumer->Producer loop": [], "engine pass-through": []}
+    results: dict[str, list[float]] = {
+        "bare Consumer->Producer loop": [], "engine pass-through": []}
     for _ in range(runs):
         topic = f"eng-{uuid.uuid4().hex[:8]}"
         await fill(url, topic, n, name == "kafka")
