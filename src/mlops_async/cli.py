@@ -195,6 +195,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--replicas", type=int, default=None, help="run the stage as N processes")
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="stage parameter (repeatable)")
+    t = sub.add_parser("top", help="live view of every queue: rates, lag, dead letters")
+    t.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    t.add_argument("--group", default=None, help="only this consumer group")
+    t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     q = sub.add_parser("dlq", help="dead-letter queues")
     qsub = q.add_subparsers(dest="dlq_command", required=True)
     rp = qsub.add_parser("replay", help="send dead letters back to their source topics")
@@ -223,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "dlq":
             return _dlq(args)
+        if args.command == "top":
+            from .top import run_top
+
+            asyncio.run(run_top(args.url, group=args.group, interval=args.interval))
+            return 0
         runner: Any = _admin(args)
         return int(asyncio.run(runner))
     except BusError as exc:

@@ -27,6 +27,7 @@ def test_all_is_exact_and_importable() -> None:
         "pipeline",
         "status",
         "plugins",
+        "top",
     }
     assert public - modules - {"annotations"} == set(mlops_async.__all__) - {"__version__"}
 

@@ -349,7 +349,7 @@ class KafkaBackend(Backend):
         except Exception as exc:
             raise _translate(exc, what) from exc
 
-    async def list_topics(self) -> list[TopicInfo]:
+    async def _topics(self) -> list[TopicInfo]:
         admin = await self._admin_client()
         described = await self._call("list topics", admin.describe_topics())
         return sorted(
@@ -360,6 +360,26 @@ class KafkaBackend(Backend):
             ),
             key=lambda t: t.name,
         )
+
+    async def list_topics(self) -> list[TopicInfo]:
+        """Topics with partition counts and the number of records written (end offsets)."""
+        topics = await self._topics()
+        tps: dict[TopicPartition, int | None] = {
+            TopicPartition(t.name, p): None for t in topics for p in range(t.partitions)
+        }
+        probe = AIOKafkaConsumer(**self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS))
+        try:
+            await asyncio.wait_for(probe.start(), self.connect_timeout)
+            ends = await self._end_offsets(probe, tps)
+        except Exception as exc:
+            raise _translate(exc, "list topics") from exc
+        finally:
+            await _bounded_stop(probe)
+        return [
+            TopicInfo(t.name, t.partitions,
+                      sum(ends.get(TopicPartition(t.name, p), 0) for p in range(t.partitions)))
+            for t in topics
+        ]
 
     async def create_topic(
         self,
@@ -414,7 +434,7 @@ class KafkaBackend(Backend):
         try:
             await asyncio.wait_for(probe.start(), self.connect_timeout)
             committed: dict[TopicPartition, int | None] = {}
-            for t in await self.list_topics():
+            for t in await self._topics():
                 tps = [TopicPartition(t.name, p) for p in range(t.partitions)]
                 offs = [await asyncio.wait_for(probe.committed(tp), 10) for tp in tps]
                 if any(o is not None and o >= 0 for o in offs):

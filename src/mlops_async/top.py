@@ -1,0 +1,161 @@
+"""``mlops-async top``: a live terminal view of every queue on a bus.
+
+For each topic: messages in per second (growth of the log), out per second
+(growth of the consumer groups' committed positions), group lag, dead letters
+(records in ``<topic>.dlq``) and the last error a dead letter carried. Works
+on any backend with an Admin (memory in the same process, Kafka, Redis,
+PostgreSQL); refreshed in place with rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .admin import Admin
+from .consumer import Consumer
+from .deadletter import DeadLetter
+from .errors import BusError, NotSupported
+
+__all__ = ["QueueRow", "TopView", "run_top"]
+
+
+@dataclass
+class QueueRow:
+    topic: str
+    written: int | None = None
+    consumed: int | None = None
+    lag: int | None = None
+    groups: list[str] = field(default_factory=list)
+    in_rate: float | None = None
+    out_rate: float | None = None
+    dead_letters: int = 0
+    last_error: str = ""
+
+
+class TopView:
+    """Takes snapshots of a bus and turns successive ones into rates."""
+
+    def __init__(self, url: str | None, group: str | None = None) -> None:
+        self.url = url
+        self.group = group
+        self.admin = Admin(url)
+        self._dlq: Consumer[DeadLetter] | None = None
+        self._dlq_topics: list[str] = []
+        self._last_errors: dict[str, str] = {}
+        self._prev: dict[str, QueueRow] = {}
+        self._prev_t = 0.0
+
+    async def close(self) -> None:
+        if self._dlq is not None:
+            await self._dlq.close()
+        await self.admin.close()
+
+    async def _follow_dead_letters(self, dlq_topics: list[str]) -> None:
+        if sorted(dlq_topics) != sorted(self._dlq_topics):
+            if self._dlq is None:
+                # No group: reads every dead letter without disturbing anyone's position.
+                self._dlq = Consumer(self.url, schema=DeadLetter, auto_offset_reset="earliest",
+                                     on_invalid="raise")
+                await self._dlq.start()
+            new = [t for t in dlq_topics if t not in self._dlq_topics]
+            if new:
+                await self._dlq.subscribe(new)
+            self._dlq_topics = list(dlq_topics)
+        if self._dlq is None:
+            return
+        while True:
+            try:
+                letters = await self._dlq.get_messages(timeout=0.05)
+            except BusError:
+                return
+            if not letters:
+                return
+            for x in letters:
+                self._last_errors[x.source_topic] = f"{x.error_type}: {x.error}"
+
+    async def snapshot(self) -> list[QueueRow]:
+        now = time.monotonic()
+        topics = {t.name: t for t in await self.admin.list_topics()}
+        try:
+            groups = await self.admin.describe_groups()
+        except NotSupported:
+            groups = []
+        rows: dict[str, QueueRow] = {}
+        for name, info in topics.items():
+            if name.endswith(".dlq"):
+                continue
+            rows[name] = QueueRow(name, written=info.messages)
+        for g in groups:
+            if self.group and g.group != self.group:
+                continue
+            for p in g.lag:
+                row = rows.get(p.topic)
+                if row is None:
+                    continue
+                if g.group not in row.groups:
+                    row.groups.append(g.group)
+                row.lag = (row.lag or 0) + p.lag
+                row.consumed = (row.consumed or 0) + (p.committed or 0)
+                # The log's end as seen by the group is at least what was written.
+                row.written = max(row.written or 0, p.end_offset)
+        dlq_topics = [n for n in topics if n.endswith(".dlq")]
+        for n in dlq_topics:
+            src = n[: -len(".dlq")]
+            if src in rows:
+                rows[src].dead_letters = topics[n].messages or 0
+        await self._follow_dead_letters(dlq_topics)
+        for name, row in rows.items():
+            row.last_error = self._last_errors.get(name, "")
+            prev = self._prev.get(name)
+            dt = now - self._prev_t
+            if prev is not None and dt > 0:
+                if row.written is not None and prev.written is not None:
+                    row.in_rate = max(0.0, (row.written - prev.written) / dt)
+                if row.consumed is not None and prev.consumed is not None:
+                    row.out_rate = max(0.0, (row.consumed - prev.consumed) / dt)
+        self._prev, self._prev_t = rows, now
+        return sorted(rows.values(), key=lambda r: r.topic)
+
+
+def render(rows: list[QueueRow], url: str | None) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"mlops-async top  {url or ''}", expand=True)
+    for col, justify in (("queue", "left"), ("in/s", "right"), ("out/s", "right"),
+                         ("written", "right"), ("lag", "right"), ("groups", "left"),
+                         ("dead letters", "right"), ("last error", "left")):
+        table.add_column(col, justify=justify,  # type: ignore[arg-type]
+                         overflow="fold" if col == "last error" else "ellipsis")
+
+    def num(v: float | int | None, fmt: str = ",.0f") -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for r in rows:
+        table.add_row(r.topic, num(r.in_rate, ",.1f"), num(r.out_rate, ",.1f"), num(r.written),
+                      num(r.lag), ", ".join(r.groups) or "-",
+                      f"[red]{r.dead_letters}[/]" if r.dead_letters else "0",
+                      r.last_error[:120])
+    return table
+
+
+async def run_top(url: str | None, *, group: str | None = None, interval: float = 1.0,
+                  console: Any = None, iterations: int | None = None) -> None:
+    """Show the live view until cancelled (or for ``iterations`` refreshes)."""
+    from rich.live import Live
+
+    view = TopView(url, group)
+    try:
+        rows = await view.snapshot()
+        with Live(render(rows, url), console=console, refresh_per_second=4,
+                  auto_refresh=False) as live:
+            done = 1
+            while iterations is None or done < iterations:
+                await asyncio.sleep(interval)
+                rows = await view.snapshot()
+                live.update(render(rows, url), refresh=True)
+                done += 1
+    finally:
+        await view.close()
