@@ -248,10 +248,12 @@ class App:
                     self._producers[url] = producer
                 self._queue_producer[qname] = self._producers[url]
             q = self.queues[route.input]
+            options: dict[str, Any] = {"auto_offset_reset": "earliest",
+                                       **self._consumer_options, **q.options}
             route.consumer = Consumer(
                 url_of(q, default) or default, topic=q.topic, group=self.group,
                 schema=self._schemas[route.input], commit="manual", on_invalid="raise",
-                auto_offset_reset="earliest", **{**self._consumer_options, **q.options},
+                **options,
             )
             await route.consumer.start()
         for producer in self._producers.values():

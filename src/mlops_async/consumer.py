@@ -456,7 +456,6 @@ class Consumer(AsyncResource, Generic[M]):
             self._inflight[id(d)] = d
             exc.delivery = d
             raise exc
-        self._finished.append(d)
         dlq = self._dlq.format(topic=d.topic)
         record = dead_letter_record(dlq, d, exc)
         assert self._backend is not None
@@ -466,10 +465,11 @@ class Consumer(AsyncResource, Generic[M]):
                 break
             except BusUnavailable as pub_exc:
                 if self.strict:
-                    self._finished.pop()
-                    self._buf.appendleft(d)
+                    self._buf.appendleft(d)  # not acknowledged: met again next time
                     raise
                 self._outage.down(pub_exc, asyncio.get_running_loop().time())
                 await asyncio.sleep(self._backoff.next_delay())
+        # Acknowledged only now that its dead letter is safely on the broker.
+        self._finished.append(d)
         self.dead_lettered += 1
         log.warning("dead-lettered %s to %s: %s", where, dlq, exc)
