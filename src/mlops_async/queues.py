@@ -5,8 +5,8 @@ stream; the name by default), where it lives (``url``, or ``type`` naming a
 scheme: memory, kafka, redis, or a plugin's dotted path), a ``schema``
 (a dotted path to a msgspec Struct; MLOpsMessage by default) and
 ``options`` for the consumer that reads it (e.g. ``auto_offset_reset``,
-``prefetch``, or broker-client settings such as ``max_poll_interval_ms``). One app may read from Kafka and write to
-Redis.
+``prefetch``, or broker-client settings such as ``max_poll_interval_ms``).
+One app may read from Kafka and write to Redis.
 
 Environment overrides, most specific first: ``MLOPS_QUEUE_<NAME>_URL``, then
 ``MLOPS_<TYPE>_URL`` (e.g. ``MLOPS_KAFKA_URL``), then the file's own ``url``
