@@ -396,3 +396,34 @@ async def test_oversize_record_is_refused_at_send_not_silently_dropped(url: str)
         with pytest.raises(MessageTooLarge, match="exceeds the limit"):
             await p.send(make_msg(0, blob="x" * 300_000))
         await p.send(make_msg(1), flush=True)  # the producer carries on
+
+
+@pytest.mark.parametrize("codec", ["gzip"])
+async def test_compressed_batches_round_trip(url: str, codec: str) -> None:
+    topic = await make_topic(url, 1)
+    async with Producer(url, topic=topic, compression_type=codec) as p:
+        await p.send_many([make_msg(i, blob="x" * 2000) for i in range(50)], flush=True)
+    async with consumer(url, topic, name("g")) as c:
+        got: list[int] = []
+        while len(got) < 50:
+            got += [m.additional_arguments["i"] for m in await c.get_messages(timeout=10)]
+    assert got == list(range(50))
+
+
+async def test_idempotent_producer_works_or_fails_clearly(url: str) -> None:
+    """Apache Kafka (KAFKA_BOOTSTRAP) delivers; Tansu refuses idempotence with a clear error."""
+    from mlops_async import BusError
+
+    topic = await make_topic(url, 1)
+    p = Producer(url, topic=topic, enable_idempotence=True, strict=True, connect_timeout=10.0)
+    try:
+        await p.start()
+        await p.send(make_msg(1), flush=True)
+    except BusError as exc:
+        assert not os.environ.get("KAFKA_BOOTSTRAP"), f"real Kafka refused idempotence: {exc}"
+        assert str(exc), "the error says what went wrong"
+    else:
+        async with consumer(url, topic, name("g")) as c:
+            assert [m.additional_arguments["i"] for m in await c.get_messages(timeout=10)] == [1]
+    finally:
+        await p.close()
