@@ -421,7 +421,14 @@ class Consumer(AsyncResource, Generic[M]):
                     assert self._sub is not None
                 sub = self._sub
                 wait = self._poll_timeout if timeout is None else timeout
-                finished, self._finished = self._finished, []
+                due = self._finished and (
+                    sub.cheap_ack
+                    or len(self._finished) >= self._prefetch
+                    or time.monotonic() - self._last_ack > self._commit_interval
+                )
+                finished: list[Delivery] = []
+                if due:
+                    finished, self._finished = self._finished, []
                 try:
                     # One call, so a backend can send the acks with the next read.
                     batch = await sub.ack_and_fetch(finished, self._prefetch, wait)

@@ -103,6 +103,10 @@ class Subscription(ABC):
     """
 
     epoch: int = 0
+    #: True when acknowledging costs nothing extra alongside a fetch (same round
+    #: trip, or in-process): the Consumer then sends acks with every fetch;
+    #: otherwise it batches them (``prefetch`` at a time, or every ``commit_interval``).
+    cheap_ack: bool = False
 
     def owns(self, delivery: Delivery) -> bool:
         """False once ``delivery`` belongs to another group member."""

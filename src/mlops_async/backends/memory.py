@@ -256,6 +256,8 @@ class MemoryBroker:
 
 
 class _MemorySubscription(Subscription):
+    cheap_ack = True  # in-process, and publishers waiting for room need acks promptly
+
     def __init__(self, bus: MemoryBroker, group: _Group, member: int, topics: list[str]) -> None:
         self._bus = bus
         self._group = group

@@ -417,6 +417,8 @@ class _BroadcastSubscription(_RedisSubscription):
 
 
 class _GroupSubscription(_RedisSubscription):
+    cheap_ack = True  # XACK rides in the same pipeline as the next XREADGROUP
+
     def __init__(self, backend: RedisBackend, keys: list[str], group: str, name: str) -> None:
         super().__init__(backend, keys)
         self.group = group
