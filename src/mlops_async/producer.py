@@ -183,11 +183,16 @@ class Producer(AsyncResource, Generic[M]):
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
-            for _, _, confirm in self._pipeline:
-                if confirm is not None and not confirm.done():
-                    confirm.cancel()
-                    with contextlib.suppress(BaseException):
-                        await confirm
+            pending = [c for _, _, c in self._pipeline if c is not None and not c.done()]
+            for confirm in pending:
+                confirm.cancel()
+            if pending:
+                # wait() collects their outcome without raising it, and still lets a
+                # cancellation of close() itself through.
+                await asyncio.wait(pending)
+            for _, _, c in self._pipeline:
+                if c is not None and c.done() and not c.cancelled():
+                    c.exception()  # retrieved: their records were already counted above
             self._pipeline.clear()
             self._fail_waiters(BusClosed("producer closed"))
             if self._backend is not None:
