@@ -17,6 +17,9 @@ Tables (created on first use, prefix ``mlops_`` by default):
   acknowledged. Members take new rows by advancing the group's cursor
   (``FOR UPDATE``) and take over expired leases of dead members with
   ``FOR UPDATE SKIP LOCKED``, so members never wait on each other's rows.
+  Every fetch renews the leases its member holds: a member that stops
+  fetching for longer than ``lease_seconds`` (a dead process, or one message
+  processed for too long) has its rows handed to the others.
 
 Consumers sleep on ``LISTEN`` and publishers ``NOTIFY``, so delivery is
 immediate without polling (a slow poll remains as a safety net).
@@ -286,6 +289,11 @@ class _PgSubscription(Subscription):
         try:
             pool = await be._pool()
             async with pool.acquire() as conn, conn.transaction():
+                # A heartbeat: what this member holds stays leased while it keeps
+                # fetching, so only a member that stopped (or died) loses its rows.
+                await conn.execute(
+                    f"UPDATE {t('inflight')} SET lease_until = now() + make_interval(secs => $3) "
+                    "WHERE grp = $1 AND owner = $2", self.grp, self.member, be.lease)
                 # Expired leases of members that died: take them over, skipping rows
                 # another member is taking over right now.
                 reclaimed = await conn.fetch(f"""
