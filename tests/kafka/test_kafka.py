@@ -339,7 +339,7 @@ async def test_strict_mode_raises_quickly_without_a_broker() -> None:
     t0 = time.monotonic()
     with pytest.raises(BusUnavailable):
         await p.start()
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 30  # bounded by connect_timeout, not a hang
     c = Consumer(f"kafka://127.0.0.1:{port}", topic="x", strict=True, connect_timeout=2.0)
     with pytest.raises(BusUnavailable):
         await c.start()

@@ -123,12 +123,11 @@ async def test_slow_webhook_never_blocks_the_task() -> None:
     url = f"memory://status-{uuid.uuid4().hex[:6]}"
     try:
         async with Producer(url) as p:
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
             async with p.task("run-5", webhook=hook) as t:
                 for i in range(20):
                     await t.progress(percent=i)
-            assert loop.time() - t0 < 0.5, "status calls waited for the webhook"
+            # The task is done while the webhook still works through its backlog.
+            assert hook._queue.qsize() > 0, "status calls waited for the webhook"
     finally:
         await hook.close()
         await asyncio.sleep(0.6)  # the recorder's delayed handlers finish and close

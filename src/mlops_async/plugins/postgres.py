@@ -253,6 +253,8 @@ class PostgresBackend(Backend):
 
 
 class _PgSubscription(Subscription):
+    safety_poll = 1.0  # seconds between reads when no NOTIFY arrives
+
     def __init__(self, backend: PostgresBackend, topics: list[str], grp: str, member: str,
                  private: bool, listener: asyncpg.Connection) -> None:
         self.backend = backend
@@ -279,7 +281,7 @@ class _PgSubscription(Subscription):
                 return out
             try:
                 # NOTIFY wakes us at once; the cap is a safety net for lost notifications.
-                await asyncio.wait_for(self.wake.wait(), min(remaining, 1.0))
+                await asyncio.wait_for(self.wake.wait(), min(remaining, self.safety_poll))
             except TimeoutError:
                 pass
 
