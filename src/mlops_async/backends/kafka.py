@@ -501,24 +501,29 @@ class _KafkaSubscription(Subscription):
         self.group = group
         self.listener = _Listener(self)
         self.epoch = 0
-        self._revoked: set[TopicPartition] = set()
+        # The epoch at which each partition was last taken away. A delivery
+        # carries the epoch it was fetched in: one fetched before its partition
+        # was revoked is stale (the new owner reads it again), one fetched after
+        # the partition came back is current.
+        self._revoked_at: dict[TopicPartition, int] = {}
         # Offsets handed out and not yet acknowledged, in order, per partition.
         self._outstanding: dict[TopicPartition, deque[int]] = {}
         self._done: dict[TopicPartition, set[int]] = {}
         self._closed = False
 
     def owns(self, delivery: Delivery) -> bool:
-        return delivery.position not in self._revoked
+        tp, fetched_in = delivery.position
+        return bool(fetched_in >= self._revoked_at.get(tp, 0))
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         # Everything acknowledged was committed at ack time; what was not will be
         # read again by the new owner. Forget the rest and tell the Consumer.
         await self._commit_done(only=revoked)
+        self.epoch += 1
         for tp in revoked:
             self._outstanding.pop(tp, None)
             self._done.pop(tp, None)
-        self._revoked = revoked
-        self.epoch += 1
+            self._revoked_at[tp] = self.epoch
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
@@ -529,6 +534,7 @@ class _KafkaSubscription(Subscription):
             raise _translate(exc, "fetch") from exc
         out: list[Delivery] = []
         track = self.group is not None
+        epoch = self.epoch
         for tp, recs in data.items():
             if track:
                 q = self._outstanding.get(tp)
@@ -545,7 +551,7 @@ class _KafkaSubscription(Subscription):
                     r.value,
                     r.key,
                     tuple(r.headers) if r.headers else None,
-                    tp,
+                    (tp, epoch),
                 )
                 for r in recs
             )
@@ -555,7 +561,9 @@ class _KafkaSubscription(Subscription):
         if self.group is None or not deliveries:
             return
         for d in deliveries:
-            done = self._done.get(d.position)
+            if not self.owns(d):
+                continue  # its partition moved on: the new owner commits it
+            done = self._done.get(d.position[0])
             if done is not None:
                 done.add(d.offset)  # type: ignore[arg-type]
         await self._commit_done()

@@ -1,0 +1,69 @@
+"""The Kafka subscription's bookkeeping around rebalances, with a stand-in client.
+
+Real-broker behaviour is in test_kafka.py; this pins down the ordering rules
+that are hard to provoke there: commit only the acknowledged prefix, and drop
+what was fetched before a partition was revoked but keep what came after it
+was assigned again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from mlops_async.backends.kafka import KafkaBackend, _KafkaSubscription
+
+TP = TopicPartition("t", 0)
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes = b"v"
+    key: bytes | None = None
+    headers: tuple[Any, ...] = ()
+
+
+@dataclass
+class StubConsumer:
+    batches: list[dict[TopicPartition, list[Rec]]] = field(default_factory=list)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Rec]]:
+        return self.batches.pop(0) if self.batches else {}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+
+    async def stop(self) -> None:
+        return None
+
+
+def sub_with(stub: StubConsumer) -> _KafkaSubscription:
+    return _KafkaSubscription(KafkaBackend("h:9092"), stub, "g")  # type: ignore[arg-type]
+
+
+async def test_commits_only_the_acknowledged_prefix() -> None:
+    stub = StubConsumer([{TP: [Rec(0), Rec(1), Rec(2), Rec(3)]}])
+    sub = sub_with(stub)
+    d = await sub.fetch(10, 0.1)
+    await sub.ack([d[0], d[2]])  # 1 still in progress: only offset 0 is safe
+    await sub.ack([d[1]])  # now 0..2 are done
+    assert stub.commits == [{TP: 1}, {TP: 3}]
+
+
+async def test_revoked_then_reassigned_partition() -> None:
+    stub = StubConsumer([{TP: [Rec(0), Rec(1)]}])
+    sub = sub_with(stub)
+    before = await sub.fetch(10, 0.1)
+    await sub.ack([before[0]])
+    await sub.revoked({TP})  # someone else owns it now
+    assert not sub.owns(before[1]), "fetched before the revocation: stale"
+    stub.batches.append({TP: [Rec(1), Rec(2)]})  # it came back; reading resumes at 1
+    after = await sub.fetch(10, 0.1)
+    assert all(sub.owns(d) for d in after), "fetched after it came back: current"
+    await sub.ack([before[1]])  # a stale ack is ignored, never committed
+    await sub.ack(after)
+    assert stub.commits == [{TP: 1}, {TP: 3}]
