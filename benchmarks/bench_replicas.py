@@ -22,11 +22,9 @@ from typing import Any
 
 from mlops_async import Admin, Consumer, Producer
 
-from _common import save, table, typical_message
+from _common import broker, save, table, typical_message
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tests.brokers import tansu_server  # noqa: E402
 
 
 async def measure(url: str, replicas: int, n: int, spin: int) -> dict[str, Any]:
@@ -66,13 +64,8 @@ async def measure(url: str, replicas: int, n: int, spin: int) -> dict[str, Any]:
 
 
 async def main_async(n: int, spin: int, counts: list[int]) -> list[dict[str, Any]]:
-    server = tansu_server()
-    server.start()
-    try:
-        url = f"kafka://127.0.0.1:{server.port}"
+    with broker("kafka") as url:
         rows = [await measure(url, r, n, spin) for r in counts]
-    finally:
-        server.stop()
     base = rows[0]["msg_per_s"]
     for r in rows:
         r["speedup"] = round(r["msg_per_s"] / base, 2)
