@@ -84,7 +84,7 @@ async def test_group_members_split_a_three_partition_topic(url: str, members: in
         await produce(url, topic, n)
 
         async def run(k: int) -> None:
-            while sum(map(len, seen)) < n:
+            while len({i for s in seen for i in s}) < n:
                 got = await consumers[k].get_messages(timeout=0.5)
                 seen[k] += [m.additional_arguments["i"] for m in got]
 
