@@ -22,6 +22,9 @@ class Bus:
     producer_options: dict[str, Any] = field(default_factory=dict)
     # Seconds to wait for "nothing more arrives" checks: group joins are slow on Kafka.
     quiet: float = 0.3
+    # Kafka moves whole partitions between members when the group changes; records a
+    # member had not yet acknowledged are then read again (at-least-once, duplicates).
+    rebalances: bool = False
 
     def topic(self) -> str:
         return f"{self.name}-t-{uuid.uuid4().hex[:10]}"
@@ -60,6 +63,7 @@ def kafka_bus(kafka_bootstrap: str) -> Bus:
         f"kafka://{kafka_bootstrap}",
         consumer_options=dict(KAFKA_CONSUMER_OPTIONS),
         quiet=7.0,
+        rebalances=True,
     )
 
 

@@ -182,12 +182,14 @@ async def test_group_members_share_the_work(bus: Bus) -> None:
             await p.flush()
 
         async def take(name: str, c: Consumer[MLOpsMessage]) -> None:
-            while sum(map(len, seen.values())) < n:
+            while len(set(seen["a"]) | set(seen["b"])) < n:
                 seen[name] += ids(await c.get_messages(timeout=0.2))
 
         await asyncio.wait_for(asyncio.gather(take("a", a), take("b", b)), 60)
     together = seen["a"] + seen["b"]
-    assert sorted(together) == list(range(n))  # every message once, none lost
+    assert set(together) == set(range(n)), "none lost"
+    if not bus.rebalances:
+        assert len(together) == n, "every message once"
 
 
 async def test_unfinished_messages_go_to_another_member(bus: Bus) -> None:
