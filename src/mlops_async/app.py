@@ -438,7 +438,7 @@ class App:
                 pass
             except Retry as exc:
                 if attempt > route.retries:
-                    await self._fail(route, d, exc, attempt, "retries_exhausted")
+                    await self._dead_letter(route, d, exc, attempt, "retries_exhausted")
                     break
                 await self._retry(route, attempt, exc.delay)
                 continue
@@ -446,10 +446,10 @@ class App:
                 raise
             except Exception as exc:
                 if getattr(exc, "retriable", True) is False:
-                    await self._fail(route, d, exc, attempt, _reason(exc))
+                    await self._dead_letter(route, d, exc, attempt, _reason(exc))
                     break
                 if attempt > route.retries:
-                    await self._fail(route, d, exc, attempt, "retries_exhausted")
+                    await self._dead_letter(route, d, exc, attempt, "retries_exhausted")
                     break
                 log.info("handler %s failed on %s (attempt %d): %r; retrying", route.name,
                          d.where(), attempt, exc)
@@ -487,39 +487,34 @@ class App:
             assert consumer is not None
             exc = producer.refused(first, last)
             if exc is not None:
-                task = asyncio.get_running_loop().create_task(
-                    self._refused(route, d, started, exc))
-                self._finishers.add(task)
-                task.add_done_callback(self._finishers.discard)
+                self._spawn_finish(route, d, started, exc)
                 continue
             consumer.ack_nowait(d)
             if m is not None:
                 m.consumed_ok(route.input)
                 m.timed("cycle", time.perf_counter() - started)
 
-    async def _refused(self, route: _Route, d: Delivery, started: float,
-                       exc: BaseException) -> None:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.set_exception(exc)
-        await self._finish(route, d, started, fut)
-
     def _on_confirmed(self, route: _Route, d: Delivery, started: float,
                       fut: asyncio.Future[Any]) -> None:
         assert self._unconfirmed is not None
         self._unconfirmed.release()
-        task = asyncio.get_running_loop().create_task(self._finish(route, d, started, fut))
+        if fut.cancelled():
+            return  # shutting down without confirmation: leave it for redelivery
+        self._spawn_finish(route, d, started, fut.exception())
+
+    def _spawn_finish(self, route: _Route, d: Delivery, started: float,
+                      exc: BaseException | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish(route, d, started, exc))
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
 
     async def _finish(self, route: _Route, d: Delivery, started: float,
-                      fut: asyncio.Future[Any]) -> None:
+                      exc: BaseException | None) -> None:
+        """Acknowledge an input whose outputs were settled; dead-letter it if they were refused."""
         consumer = route.consumer
         assert consumer is not None
-        exc = None if fut.cancelled() else fut.exception()
-        if fut.cancelled():
-            return  # shutting down without confirmation: leave it for redelivery
         if exc is not None:
-            await self._fail(route, d, exc, 1, "output_refused")
+            await self._dead_letter(route, d, exc, 1, "output_refused")
         elif self.metrics is not None:
             self.metrics.consumed_ok(route.input)
         await consumer.ack(d)
@@ -599,10 +594,6 @@ class App:
             ((producer, first),) = firsts.items()
             return producer, first, producer.sequence
         return asyncio.gather(*(p.confirmed(first, p.sequence) for p, first in firsts.items()))
-
-    async def _fail(self, route: _Route, d: Delivery, exc: BaseException, attempts: int,
-                    reason: str) -> None:
-        await self._dead_letter(route, d, exc, attempts, reason)
 
     async def _dead_letter(self, route: _Route, d: Delivery, exc: BaseException, attempts: int,
                            reason: str) -> None:
@@ -688,11 +679,3 @@ async def replay_dead_letters(
     finally:
         await target.close()
     return done
-
-
-def ensure_app(obj: Any) -> App:
-    if not isinstance(obj, App):
-        raise ConfigurationError(f"{obj!r} is not an mlops_async App")
-    return obj
-
-

@@ -30,9 +30,23 @@ __all__ = [
     "Record",
     "Subscription",
     "TopicInfo",
+    "decode_headers",
+    "encode_headers",
 ]
 
 Headers = tuple[tuple[str, bytes], ...]
+
+_HEADERS_ENC = msgspec.msgpack.Encoder()
+_HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
+
+
+def encode_headers(headers: Headers) -> bytes:
+    """Headers as one msgpack field, for backends that store records as plain fields."""
+    return _HEADERS_ENC.encode(headers)
+
+
+def decode_headers(raw: bytes) -> Headers:
+    return tuple(_HEADERS_DEC.decode(raw))
 OffsetReset = Literal["earliest", "latest"]
 
 

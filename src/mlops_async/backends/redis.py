@@ -39,7 +39,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
 
@@ -56,14 +55,14 @@ from .base import (
     Record,
     Subscription,
     TopicInfo,
+    decode_headers,
+    encode_headers,
 )
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("mlops_async.redis")
 
-_HEADERS = msgspec.msgpack.Encoder()
-_HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 
 # One script call adds a whole batch to a stream: a single command and a one-integer
 # reply instead of one XADD and one parsed id per record (measured ~3.5x faster
@@ -227,7 +226,7 @@ class RedisBackend(Backend):
             else:
                 args: list[Any] = [maxlen]
                 for r in recs:
-                    headers = _HEADERS.encode(r.headers) if r.headers else b""
+                    headers = encode_headers(r.headers) if r.headers else b""
                     args += (r.value, r.key or b"", headers)
                 calls.append((self._add_full, self.key(topic), args))
         what = f"publishing {len(records)} record(s)"
@@ -295,7 +294,7 @@ class RedisBackend(Backend):
             headers = fields.get(b"h")
             out.append(Delivery(
                 topic, 0, eid, fields.get(b"v", b""), fields.get(b"k"),
-                tuple(_HEADERS_DEC.decode(headers)) if headers else None,
+                decode_headers(headers) if headers else None,
                 (key, entry_id),
             ))
         return out

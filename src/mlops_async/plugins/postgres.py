@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-import msgspec
 
 from ..backends.base import (
     Backend,
@@ -48,6 +47,8 @@ from ..backends.base import (
     Record,
     Subscription,
     TopicInfo,
+    decode_headers,
+    encode_headers,
 )
 from ..errors import BusError, BusUnavailable, ConfigurationError, PublishError
 
@@ -55,8 +56,6 @@ __all__ = ["PostgresBackend"]
 
 log = logging.getLogger("mlops_async.postgres")
 
-_HEADERS = msgspec.msgpack.Encoder()
-_HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
 
 
 def _translate(exc: BaseException, what: str) -> BusError:
@@ -160,7 +159,7 @@ class PostgresBackend(Backend):
                         f"INSERT INTO {self.t('messages')} (topic, key, value, headers) "
                         "VALUES ($1, $2, $3, $4)",
                         [(topic, r.key, r.value,
-                          _HEADERS.encode(r.headers) if r.headers else None) for r in recs],
+                          encode_headers(r.headers) if r.headers else None) for r in recs],
                     )
                     if self.maxlen:
                         await conn.execute(
@@ -339,7 +338,7 @@ class _PgSubscription(Subscription):
             raise _translate(exc, "fetch") from exc
         return [
             Delivery(r["topic"], 0, r["id"], r["value"], r["key"],
-                     tuple(_HEADERS_DEC.decode(r["headers"])) if r["headers"] else None,
+                     decode_headers(r["headers"]) if r["headers"] else None,
                      (r["topic"], r["id"]))
             for r in rows
         ]
