@@ -238,6 +238,7 @@ async def run_engine_demo(
                 .with_correlation_id(run_id).with_argument("weights", w).build()
             )
             done = _status(Stage.TRAIN, MessageType.COMPLETE, "trained", run_id, seen=st.messages)
+            result.status_messages += 1
             return [("models", model), ("status", done)]
         if st.messages == 0:
             st.started = time.perf_counter()
@@ -262,6 +263,7 @@ async def run_engine_demo(
         st.messages = 2000
         st.finished = time.perf_counter()
         finished.set()
+        result.status_messages += 1
         return [("status", _status(Stage.EVALUATE, MessageType.COMPLETE, "evaluated", run_id,
                                    accuracy=result.accuracy))]
 
