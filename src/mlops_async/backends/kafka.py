@@ -294,7 +294,8 @@ class KafkaBackend(Backend):
                 headers = list(r.headers) if r.headers else []
                 if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
                     if batch.record_count() == 0:
-                        limit = self._options.get("max_batch_size", _PRODUCER_DEFAULTS["max_batch_size"])
+                        default = _PRODUCER_DEFAULTS["max_batch_size"]
+                        limit = self._options.get("max_batch_size", default)
                         raise MessageTooLarge(len(r.value), limit, topic)
                     futures.append(await producer.send_batch(batch, topic, partition=p))
                     batch = producer.create_batch()
