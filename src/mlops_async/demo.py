@@ -197,12 +197,16 @@ async def run_demo(
                 return
 
         async def watch() -> None:
+            # Stages finish concurrently: wait for every stage's COMPLETE, whatever the order.
+            pending = {Stage.ETL, Stage.TRAIN, Stage.EVALUATE}
             async for msg in status_in:
                 result.status_messages += 1
                 if on_status is not None:
                     on_status(msg)
-                if msg.stage == Stage.EVALUATE and msg.msg_type is MessageType.COMPLETE:
-                    return
+                if msg.msg_type is MessageType.COMPLETE:
+                    pending.discard(msg.stage)
+                    if not pending:
+                        return
 
         await asyncio.gather(etl(), train(), evaluate(), watch())
     result.seconds = time.perf_counter() - t0
