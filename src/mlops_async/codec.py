@@ -36,10 +36,6 @@ JSON_V1 = 0x02
 _BARE_JSON = ord("{")
 DEFAULT_MAX_SIZE = 1024 * 1024
 
-# Everything msgspec (and the interpreter, for absurd nesting) can raise while
-# decoding untrusted bytes; each is turned into our DecodeError.
-_DECODE_FAILURES = (msgspec.MsgspecError, RecursionError, ValueError, TypeError, OverflowError)
-
 
 def _describe(schema: Any) -> str:
     return getattr(schema, "__name__", repr(schema))
@@ -97,35 +93,55 @@ class Codec(Generic[T]):
             raise MessageTooLarge(len(data), self.max_size, where)
         return data
 
-    def decode(self, data: bytes, *, topic: str | None = None, where: str = "") -> T:
+    def decode(self, data: bytes | None, *, topic: str | None = None, where: str = "") -> T:
         """Decode ``data`` into the schema; ``topic`` is recorded on the message if it has one.
 
-        Raises :class:`MessageTooLarge` or :class:`DecodeError`, never a msgspec error.
+        This is the decode boundary: whatever the bytes (or a null value), it
+        raises only :class:`MessageTooLarge` or :class:`DecodeError`, never a
+        msgspec error or anything a schema's ``__post_init__`` raises.
         """
-        size = len(data)
-        if size > self.max_size:
-            raise MessageTooLarge(size, self.max_size, where)
-        if size == 0:
-            raise DecodeError("empty payload", data, where)
-        marker = data[0]
+        if data is None:
+            raise DecodeError("null value (a tombstone)", b"", where)
         try:
+            size = len(data)
+            if size > self.max_size:
+                raise MessageTooLarge(size, self.max_size, where)
+            if size == 0:
+                raise DecodeError("empty payload", b"", where)
+            marker = data[0]
             if marker == MSGPACK_V1:
-                msg = self._mp_dec.decode(data[1:])
+                msg = self._mp_dec.decode(memoryview(data)[1:])
             elif marker == JSON_V1:
-                msg = self._json_dec.decode(data[1:])
+                msg = self._json_dec.decode(memoryview(data)[1:])
             elif marker == _BARE_JSON:
                 msg = self._json_dec.decode(data)
             else:
                 raise DecodeError(
-                    f"unknown format marker 0x{marker:02x} (not an mlops_async payload, "
+                    f"unknown format marker {_hex(marker)} (not an mlops_async payload, "
                     f"or written by a newer version)",
-                    bytes(data),
+                    _raw(data),
                     where,
                 )
-        except _DECODE_FAILURES as exc:
+        except (DecodeError, MessageTooLarge):
+            raise
+        except Exception as exc:  # the boundary: no record content crosses as a foreign error
+            detail = str(exc) if isinstance(exc, msgspec.MsgspecError) else repr(exc)
             raise DecodeError(
-                f"not a valid {_describe(self.schema)}: {exc}", bytes(data), where
+                f"not a valid {_describe(self.schema)}: {detail}", _raw(data), where
             ) from None
         if topic is not None and self._has_topic:
             force_setattr(cast(msgspec.Struct, msg), "topic", topic)
         return msg
+
+
+def _hex(marker: object) -> str:
+    return f"0x{marker:02x}" if isinstance(marker, int) else repr(marker)
+
+
+def _raw(data: object) -> bytes:
+    """The payload as bytes for a dead letter, whatever a backend handed over."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8", "surrogateescape")
+    return repr(data).encode()

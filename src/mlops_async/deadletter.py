@@ -29,6 +29,13 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     handler: str | None = None
     failed_at: float = 0.0
     topic: str | None = None
+    #: The original record's headers, verbatim (a header may have a null value).
+    headers: list[tuple[str, bytes | None]] | None = None
+    #: Every raw field of a record whose envelope could not be read (e.g. a Redis
+    #: stream entry written by a foreign client); ``original`` is then empty.
+    fields: list[tuple[bytes, bytes]] | None = None
+    #: True when the original value was null (a tombstone), not empty bytes.
+    null_value: bool = False
 
 
 _ENCODE = msgspec.msgpack.Encoder().encode
@@ -38,8 +45,9 @@ def make_dead_letter(
     delivery: Delivery, error: BaseException, *, attempts: int = 1, handler: str | None = None
 ) -> tuple[DeadLetter, tuple[tuple[str, bytes], ...]]:
     """The :class:`DeadLetter` for ``delivery`` and the headers that summarise it."""
+    value = delivery.value
     letter = DeadLetter(
-        original=bytes(delivery.value),
+        original=b"" if value is None else bytes(value),
         error_type=type(error).__name__,
         error=str(error)[:2000],
         source_topic=delivery.topic,
@@ -49,6 +57,9 @@ def make_dead_letter(
         attempts=attempts,
         handler=handler,
         failed_at=time.time(),
+        headers=list(delivery.headers) if delivery.headers else None,
+        fields=list(delivery.raw) if delivery.raw else None,
+        null_value=value is None,
     )
     headers = (
         ("x-error-type", letter.error_type.encode()),

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -30,11 +30,13 @@ __all__ = [
     "Record",
     "Subscription",
     "TopicInfo",
+    "cancel_safe",
     "decode_headers",
     "encode_headers",
 ]
 
 Headers = tuple[tuple[str, bytes], ...]
+T = TypeVar("T")
 
 _HEADERS_ENC = msgspec.msgpack.Encoder()
 _HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
@@ -46,8 +48,27 @@ def encode_headers(headers: Headers) -> bytes:
 
 
 def decode_headers(raw: bytes) -> Headers:
+    """Headers written by :func:`encode_headers`; raises ``msgspec.DecodeError`` otherwise."""
     return tuple(_HEADERS_DEC.decode(raw))
+
+
 OffsetReset = Literal["earliest", "latest"]
+
+
+async def cancel_safe(awaitable: Awaitable[T]) -> T:
+    """Await a driver call so that a cancellation requested meanwhile always propagates.
+
+    CPython 3.11's ``asyncio.wait_for`` (used inside redis-py and aiokafka) can
+    return a result to a task that was cancelled while it waited, swallowing
+    the cancellation. If the task's cancel count grew during the call and the
+    call returned anyway, raise :class:`asyncio.CancelledError` here.
+    """
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    result = await awaitable
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 class Record(msgspec.Struct, gc=False):
@@ -63,22 +84,32 @@ class Record(msgspec.Struct, gc=False):
 
 
 class Delivery(msgspec.Struct, gc=False):
-    """One payload received; ``position`` is the backend's handle for acknowledging it."""
+    """One payload received; ``position`` is the backend's handle for acknowledging it.
+
+    ``value`` is None for a record with a null value (a Kafka tombstone). A
+    backend that cannot read a record's envelope (a foreign field, headers
+    that are not ours) never raises: it hands the record over with ``fault``
+    saying what is wrong, ``value=b""``, and every raw field in ``raw``, so the
+    Consumer dead-letters it whole.
+    """
 
     topic: str
     partition: int
     offset: int | str
-    value: bytes
+    value: bytes | None
     key: bytes | None = None
     headers: Headers | None = None
     position: Any = None
+    fault: str | None = None
+    raw: tuple[tuple[bytes, bytes], ...] | None = None
 
     def where(self) -> str:
         """Where this came from, for error messages: ``topic[partition]@offset``."""
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
     def __repr__(self) -> str:
-        return f"Delivery({self.where()}, size={len(self.value)})"
+        size = "null" if self.value is None else len(self.value)
+        return f"Delivery({self.where()}, size={size})"
 
 
 @dataclass(frozen=True, slots=True)

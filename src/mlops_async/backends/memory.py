@@ -284,7 +284,8 @@ class _MemorySubscription(Subscription):
                 t.data_waiters.append(fut)
             self._waiter = fut
             try:
-                await asyncio.wait_for(fut, remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: 3.11 can swallow a cancel
+                    await fut
             except TimeoutError:
                 return []
             finally:
