@@ -114,12 +114,23 @@ class Consumer(AsyncResource, Generic[M]):
         self._backoff = Backoff()
         self.received = 0
         self.dead_lettered = 0
+        self.tombstones = 0
 
     # -- life cycle ---------------------------------------------------------
 
     @property
     def backend(self) -> Backend | None:
         return self._backend
+
+    @property
+    def connected(self) -> bool:
+        """True while subscribed and the broker answers (no outage since the last fetch)."""
+        return self._sub is not None and not self._outage.active and not self._closed
+
+    @property
+    def commit_interval(self) -> float:
+        """Longest time a processed message waits for its acknowledgement to be sent."""
+        return self._commit_interval
 
     async def start(self) -> None:
         """Connect and join the group. Lenient mode tolerates an absent broker."""
@@ -346,6 +357,11 @@ class Consumer(AsyncResource, Generic[M]):
         if self._auto and self._inflight:
             self._finished.extend(self._inflight.values())
             self._inflight.clear()
+        if self._buf and self._ack_due():
+            # Messages still buffered, so no fetch (which would carry the acks)
+            # is coming: acknowledge what was processed now, within commit_interval.
+            async with self._lock:
+                await self._ack_finished()
         if not self._buf:
             await self._refill(wait_for_topics=False, timeout=timeout)
         if self._sub is not None and self._sub.epoch != self._epoch:
@@ -379,6 +395,7 @@ class Consumer(AsyncResource, Generic[M]):
         return {
             "received": self.received,
             "dead_lettered": self.dead_lettered,
+            "tombstones": self.tombstones,
             "buffered": len(self._buf),
             "unacknowledged": len(self._inflight) + len(self._finished),
             "outage": self._outage.active,
@@ -397,6 +414,12 @@ class Consumer(AsyncResource, Generic[M]):
                 len(self._buf) - len(kept),
             )
             self._buf = deque(kept)
+
+    def _ack_due(self) -> bool:
+        return bool(self._finished) and (
+            len(self._finished) >= self._prefetch
+            or time.monotonic() - self._last_ack > self._commit_interval
+        )
 
     async def _ack_finished(self) -> None:
         if not self._finished or self._sub is None:
@@ -443,6 +466,8 @@ class Consumer(AsyncResource, Generic[M]):
                 finished: list[Delivery] = []
                 if due:
                     finished, self._finished = self._finished, []
+                task = asyncio.current_task()
+                cancels = task.cancelling() if task is not None else 0
                 try:
                     # One call, so a backend can send the acks with the next read.
                     batch = await sub.ack_and_fetch(finished, self._prefetch, wait)
@@ -451,6 +476,11 @@ class Consumer(AsyncResource, Generic[M]):
                     raise
                 if finished:
                     self._last_ack = time.monotonic()
+                if task is not None and task.cancelling() > cancels:
+                    # The driver swallowed a cancellation (CPython 3.11 wait_for):
+                    # keep the batch for the next call and let the cancellation through.
+                    self._buf.extend(batch)
+                    raise asyncio.CancelledError
             except BusUnavailable as exc:
                 if self.strict:
                     raise
@@ -466,8 +496,18 @@ class Consumer(AsyncResource, Generic[M]):
             await asyncio.sleep(delay)
 
     async def _invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
+        """Deal with a delivery the codec refused: skip a tombstone, dead-letter the rest."""
+        if d.value is None and d.fault is None:
+            # A null value (Kafka tombstone: compaction, deletes) carries no message.
+            self.tombstones += 1
+            self._finished.append(d)
+            if self.tombstones == 1:
+                log.info("skipping null-value records (tombstones), first at %s", d.where())
+            return
         where = d.where()
-        if isinstance(exc, DecodeError):
+        if d.fault is not None:
+            exc = DecodeError(d.fault, d.value or b"", where)
+        elif isinstance(exc, DecodeError):
             exc = DecodeError(exc.reason, exc.payload, where)
         else:
             exc = MessageTooLarge(exc.size, exc.limit, where)

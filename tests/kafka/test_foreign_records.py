@@ -125,7 +125,7 @@ def test_any_foreign_record_arrives_or_is_dead_lettered_whole(
     async def scenario() -> None:
         topic = await make_topic(url, 2)
         await write_raw(kafka_bootstrap, topic, records)
-        got, consumer = await consume_all(url, topic, records, group=None)
+        got, _ = await consume_all(url, topic, records, group=None)
         expected_good = Counter(CODEC.decode(v).additional_arguments["i"]
                                 for v, _, _ in records if is_good(v))
         assert Counter(m.additional_arguments["i"] for m in got) == expected_good

@@ -58,6 +58,7 @@ from .base import (
     Record,
     Subscription,
     TopicInfo,
+    cancel_safe,
 )
 
 __all__ = ["KafkaBackend"]
@@ -120,11 +121,25 @@ def _translate(exc: BaseException, what: str) -> BusError:
     return PublishError(f"{what}: {exc!r}")
 
 
+async def _within(awaitable: Any, timeout: float) -> Any:
+    """``asyncio.wait_for`` without its 3.11 habit of swallowing a cancellation."""
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
 async def _bounded_stop(client: Any, timeout: float = 10.0) -> None:
     """``stop()``/``close()`` can hang on a dead broker: bound it."""
     stop = getattr(client, "stop", None) or client.close
+    task = asyncio.current_task()
+    cancels = task.cancelling() if task is not None else 0
     try:
-        await asyncio.wait_for(stop(), timeout)
+        await _within(stop(), timeout)
+    except asyncio.CancelledError:
+        if task is None or task.cancelling() > cancels:
+            raise  # we are being cancelled: let it through
+        # aiokafka's stop() awaits its own cancelled helper task and lets that
+        # CancelledError out; nobody cancelled us, so it is not ours to propagate.
+        log.debug("stopping %s: the client leaked its own CancelledError", type(client).__name__)
     except Exception as exc:  # closing must never raise past us
         log.debug("stopping %s: %r", type(client).__name__, exc)
 
@@ -248,7 +263,7 @@ class KafkaBackend(Backend):
         if self._producer is None:
             await self.connect()
         try:
-            futures = await asyncio.wait_for(self._send_batches(records), self.publish_timeout)
+            futures = await _within(self._send_batches(records), self.publish_timeout)
         except BusError:
             raise
         except Exception as exc:
@@ -257,7 +272,7 @@ class KafkaBackend(Backend):
 
     async def _confirm(self, futures: list[asyncio.Future[Any]], n: int) -> None:
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), self.publish_timeout)
+            await _within(asyncio.gather(*futures), self.publish_timeout)
         except BusError:
             raise
         except Exception as exc:
@@ -317,7 +332,7 @@ class KafkaBackend(Backend):
         consumer = AIOKafkaConsumer(**kw)
         sub = _KafkaSubscription(self, consumer, group)
         try:
-            await asyncio.wait_for(consumer.start(), self.connect_timeout)
+            await _within(consumer.start(), self.connect_timeout)
             consumer.subscribe(list(topics), listener=sub.listener)
         except BaseException as exc:
             await _bounded_stop(consumer)
@@ -335,7 +350,7 @@ class KafkaBackend(Backend):
                 **self._kwargs(_ADMIN_PARAMS, {"request_timeout_ms": 15_000})
             )
             try:
-                await asyncio.wait_for(admin.start(), self.connect_timeout)
+                await _within(admin.start(), self.connect_timeout)
             except Exception as exc:
                 await _bounded_stop(admin)
                 raise _translate(exc, f"cannot connect to {self.bootstrap_servers}") from exc
@@ -344,7 +359,7 @@ class KafkaBackend(Backend):
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
-            return await asyncio.wait_for(coro, self.publish_timeout)
+            return await _within(coro, self.publish_timeout)
         except BusError:
             raise
         except Exception as exc:
@@ -370,7 +385,7 @@ class KafkaBackend(Backend):
         }
         probe = AIOKafkaConsumer(**self._kwargs(_CONSUMER_PARAMS, _CONSUMER_DEFAULTS))
         try:
-            await asyncio.wait_for(probe.start(), self.connect_timeout)
+            await _within(probe.start(), self.connect_timeout)
             ends = await self._end_offsets(probe, tps)
         except Exception as exc:
             raise _translate(exc, "list topics") from exc
@@ -417,7 +432,7 @@ class KafkaBackend(Backend):
             try:
                 # One group per request: some brokers drop the connection on a
                 # group they cannot describe, which must not hide the others.
-                (resp,) = await asyncio.wait_for(admin.describe_consumer_groups([name]), 10)
+                (resp,) = await _within(admin.describe_consumer_groups([name]), 10)
                 for g in resp.groups:
                     state, members = g[2], len(g[5])
             except Exception as exc:
@@ -433,18 +448,18 @@ class KafkaBackend(Backend):
         # group's commits (OffsetFetch) without disturbing its members.
         probe = AIOKafkaConsumer(**{**kw, "group_id": group, "enable_auto_commit": False})
         try:
-            await asyncio.wait_for(probe.start(), self.connect_timeout)
+            await _within(probe.start(), self.connect_timeout)
             committed: dict[TopicPartition, int | None] = {}
             for t in await self._topics():
                 tps = [TopicPartition(t.name, p) for p in range(t.partitions)]
-                offs = [await asyncio.wait_for(probe.committed(tp), 10) for tp in tps]
+                offs = [await _within(probe.committed(tp), 10) for tp in tps]
                 if any(o is not None and o >= 0 for o in offs):
                     committed.update(
                         (tp, o if o is not None and o >= 0 else None)
                         for tp, o in zip(tps, offs, strict=True)
                     )
             ends = await self._end_offsets(probe, committed)
-            starts = await asyncio.wait_for(probe.beginning_offsets(list(committed)), 10)
+            starts = await _within(probe.beginning_offsets(list(committed)), 10)
         except BusError:
             raise
         except Exception as exc:
@@ -471,7 +486,7 @@ class KafkaBackend(Backend):
         tps = list(committed)
         if not tps:
             return {}
-        ends = dict(await asyncio.wait_for(probe.end_offsets(tps), 10))
+        ends = dict(await _within(probe.end_offsets(tps), 10))
         probe.assign(tps)
         for tp in tps:
             probe.seek(tp, committed[tp] or 0)
@@ -528,9 +543,9 @@ class _KafkaSubscription(Subscription):
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
-            data = await self.consumer.getmany(
+            data = await cancel_safe(self.consumer.getmany(
                 timeout_ms=int(timeout * 1000), max_records=max_records
-            )
+            ))
         except Exception as exc:
             raise _translate(exc, "fetch") from exc
         out: list[Delivery] = []
@@ -584,7 +599,8 @@ class _KafkaSubscription(Subscription):
         if not offsets:
             return
         try:
-            await asyncio.wait_for(self.consumer.commit(offsets), self.backend.publish_timeout)
+            async with asyncio.timeout(self.backend.publish_timeout):
+                await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced: those partitions belong to someone else now,
             # who will read them from the previous commit (duplicates, never loss).

@@ -55,6 +55,7 @@ from .base import (
     Record,
     Subscription,
     TopicInfo,
+    cancel_safe,
     decode_headers,
     encode_headers,
 )
@@ -202,7 +203,7 @@ class RedisBackend(Backend):
 
     async def _run(self, what: str, coro: Any) -> Any:
         try:
-            return await coro
+            return await cancel_safe(coro)
         except BusError:
             raise
         except Exception as exc:
@@ -278,7 +279,11 @@ class RedisBackend(Backend):
         return sub
 
     def _deliveries(self, key: bytes | str, entries: list[Any]) -> list[Delivery]:
-        """Entries as ``[id, [field, value, ...]]`` (raw) or ``(id, {field: value})``."""
+        """Entries as ``[id, [field, value, ...]]`` (raw) or ``(id, {field: value})``.
+
+        Never raises on entry content: an entry whose fields are not ours
+        comes out with ``fault`` set and every field kept in ``raw``.
+        """
         topic = self.topic_of(key)
         out = []
         for entry_id, fields in entries:
@@ -286,17 +291,11 @@ class RedisBackend(Backend):
                 continue
             eid = entry_id.decode()
             # position keeps the id as bytes: XACK takes it without re-encoding.
-            if isinstance(fields, list):
-                if len(fields) == 2:  # the common case: just the value
-                    out.append(Delivery(topic, 0, eid, fields[1], None, None, (key, entry_id)))
-                    continue
-                fields = dict(zip(fields[::2], fields[1::2], strict=True))
-            headers = fields.get(b"h")
-            out.append(Delivery(
-                topic, 0, eid, fields.get(b"v", b""), fields.get(b"k"),
-                decode_headers(headers) if headers else None,
-                (key, entry_id),
-            ))
+            if isinstance(fields, list) and len(fields) == 2 and fields[0] == b"v":
+                # The common case: just the value.
+                out.append(Delivery(topic, 0, eid, fields[1], None, None, (key, entry_id)))
+                continue
+            out.append(_envelope(topic, eid, fields, (key, entry_id)))
         return out
 
     # -- admin ----------------------------------------------------------------
@@ -456,13 +455,13 @@ class _GroupSubscription(_RedisSubscription):
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
             return await self._fetch(max_records, timeout)
-        except BusUnavailable:
+        except (BusUnavailable, asyncio.CancelledError):
             self._reread_own()
             raise
 
     def _reread_own(self) -> None:
-        # A reply lost with the connection leaves entries pending on this name:
-        # read them again first once the server is back.
+        # A reply lost with the connection (or to a cancellation) leaves entries
+        # pending on this name: read them again first, at the next fetch.
         self._own_pending = True
         self._pending_cursor = dict.fromkeys(self.keys, "0")
 
@@ -480,7 +479,7 @@ class _GroupSubscription(_RedisSubscription):
                         block=be.block_ms(timeout))
         try:
             results = await be._run("ack and read", pipe.execute())
-        except BusUnavailable:
+        except (BusUnavailable, asyncio.CancelledError):
             self._reread_own()
             raise
         return [d for key, entries in _streams(results[-1]) for d in be._deliveries(key, entries)]
@@ -582,6 +581,38 @@ class _GroupSubscription(_RedisSubscription):
                     await redis.xgroup_delconsumer(key, self.group, self.name)
         except Exception as exc:  # best effort: a claim after claim_idle_ms still works
             log.debug("releasing pending entries on close: %r", exc)
+
+
+def _envelope(topic: str, eid: str, fields: Any, position: Any) -> Delivery:
+    """A Delivery from an entry's fields: ``v``, optional ``k`` and ``h``.
+
+    Other fields are ignored, so a newer writer may add some without breaking
+    older readers.
+    """
+    pairs = (
+        list(zip(fields[::2], fields[1::2], strict=False))
+        if isinstance(fields, list) else list(fields.items())
+    )
+    by_name = dict(pairs)
+    fault = None
+    headers = None
+    if b"v" not in by_name:
+        fault = f"stream entry has no 'v' field (fields: {_names(pairs)})"
+    elif len(by_name) != len(pairs):
+        fault = f"stream entry repeats a field (fields: {_names(pairs)})"
+    elif b"h" in by_name:
+        try:
+            headers = decode_headers(by_name[b"h"]) or None
+        except Exception as exc:  # foreign bytes: the whole entry goes to the dead letters
+            fault = f"field 'h' is not mlops_async headers: {exc}"
+    if fault is not None:
+        return Delivery(topic, 0, eid, b"", by_name.get(b"k"), None, position, fault,
+                        tuple(pairs))
+    return Delivery(topic, 0, eid, by_name[b"v"], by_name.get(b"k"), headers, position)
+
+
+def _names(pairs: list[tuple[bytes, bytes]]) -> str:
+    return ", ".join(repr(k.decode("utf-8", "backslashreplace")) for k, _ in pairs[:10])
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
