@@ -13,7 +13,7 @@ One Producer/Consumer API over an in-memory bus, Kafka and Redis::
 from __future__ import annotations
 
 from .admin import Admin
-from .app import App, OutputError, replay_dead_letters
+from .app import App, AppFailed, OutputError, replay_dead_letters
 from .backends import Backend, Delivery, Record, Subscription, register_backend
 from .backends.base import GroupInfo, PartitionLag, TopicInfo
 from .codec import Codec
@@ -47,6 +47,7 @@ __all__ = [
     "Admin",
     "App",
     "AppConfig",
+    "AppFailed",
     "Backend",
     "BusClosed",
     "BusError",

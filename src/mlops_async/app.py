@@ -43,6 +43,7 @@ from typing import Any
 
 import msgspec
 
+from ._client import Backoff
 from .admin import Admin
 from .backends import Delivery
 from .consumer import Consumer
@@ -54,7 +55,7 @@ from .producer import Producer
 from .queues import AppConfig, Queue, load_config, schema_of, url_of
 from .signals import Ack, Retry
 
-__all__ = ["App", "OutputError"]
+__all__ = ["App", "AppFailed", "OutputError"]
 
 log = logging.getLogger("mlops_async.app")
 
@@ -63,6 +64,14 @@ Handler = Callable[[Any], Any]
 
 class OutputError(BusError):
     """A handler returned something it may not publish (undeclared queue, wrong schema)."""
+
+
+class AppFailed(BusError):
+    """The app stopped because one of its parts could not go on (see ``__cause__``)."""
+
+
+#: Consecutive failures after which a pump gives up and stops the app.
+PUMP_MAX_RESTARTS = 5
 
 
 @dataclass
@@ -78,6 +87,7 @@ class _Route:
     backoff_max: float
     consumer: Consumer[Any] | None = None
     pump: asyncio.Task[None] | None = None
+    last_error: str | None = None
 
 
 class _Slots:
@@ -180,6 +190,8 @@ class App:
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._signals = 0
+        self._failure: BaseException | None = None
+        self._stopper: asyncio.Task[None] | None = None
 
     # -- declaration --------------------------------------------------------
 
@@ -300,7 +312,8 @@ class App:
             # Outputs still unconfirmed: deliver them, then acknowledge their inputs.
             for producer in self._producers.values():
                 try:
-                    await asyncio.wait_for(producer.flush(), self.drain_timeout)
+                    async with asyncio.timeout(self.drain_timeout):
+                        await producer.flush()
                 except (TimeoutError, BusError) as exc:
                     log.warning("app %s: outputs not confirmed at stop: %r", self.name, exc)
             await asyncio.sleep(0)  # let confirmation callbacks schedule their finishers
@@ -342,6 +355,8 @@ class App:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             await self.stop()
+        if self._failure is not None:
+            raise self._failure
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -356,6 +371,36 @@ class App:
     # -- the loop -------------------------------------------------------------
 
     async def _pump(self, route: _Route) -> None:
+        """Feed workers from ``route``'s consumer; restarted with backoff if it fails.
+
+        Nothing ends it silently: an unexpected error is logged with its
+        traceback and the pump restarts; a non-retriable one, or
+        ``PUMP_MAX_RESTARTS`` failures in a row, stops the app with
+        :class:`AppFailed` (``mlops-async run`` then exits non-zero).
+        """
+        backoff = Backoff(base=0.2, cap=10.0)
+        failures = 0
+        while True:
+            try:
+                await self._feed(route, backoff)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                route.last_error = f"{type(exc).__name__}: {exc}"
+                if self.metrics is not None:
+                    self.metrics.consumed_fail(route.input)
+                fatal = getattr(exc, "retriable", True) is False and isinstance(exc, BusError)
+                if fatal or failures >= PUMP_MAX_RESTARTS:
+                    self._fail(exc, f"handler {route.name} cannot read {route.input}")
+                    return
+                log.error("app %s: reading %s for handler %s failed (%d in a row); "
+                          "restarting", self.name, route.input, route.name, failures,
+                          exc_info=exc)
+                await self._sleep(backoff.next_delay())
+
+    async def _feed(self, route: _Route, backoff: Backoff) -> None:
         consumer = route.consumer
         assert consumer is not None and self._sem is not None
         workers = self._workers
@@ -371,6 +416,7 @@ class App:
                 continue
             except StopAsyncIteration:
                 return
+            backoff.reset()
             await self._sem.acquire()
             if d.key is not None:
                 # Same key, same worker: handled one after another, in arrival order.
@@ -381,6 +427,55 @@ class App:
                 self._shared.append((route, msg, d))
                 if self._idle:
                     self._idle.pop().wake.set()
+
+    def _fail(self, exc: BaseException, where: str) -> None:
+        """Stop the app because ``where`` cannot go on; :meth:`run` raises :class:`AppFailed`."""
+        log.error("app %s: %s: %s; stopping the app", self.name, where, exc, exc_info=exc)
+        if self._failure is None:
+            self._failure = AppFailed(f"app {self.name}: {where}: {type(exc).__name__}: {exc}")
+            self._failure.__cause__ = exc
+        if self._stopper is None and not self._stopping:
+            self._stopper = asyncio.get_running_loop().create_task(self.stop())
+            self._stopper.add_done_callback(self._log_crash)
+
+    def _log_crash(self, task: asyncio.Task[Any]) -> None:
+        """Done callback of tasks nobody awaits: their errors are logged, never lost."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("app %s: task %s failed", self.name, task.get_name(),
+                      exc_info=task.exception())
+
+    async def wait_stopped(self) -> None:
+        """Return once the app has stopped (asked to, or on its own after a failure)."""
+        if self._stopped is None:
+            raise ConfigurationError(f"app {self.name!r} was not started")
+        await self._stopped.wait()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the app stopped on its own, or None."""
+        return self._failure
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the app runs and every pump and worker task is alive."""
+        pumps = {r.name: r.pump is not None and not r.pump.done() for r in self._routes}
+        workers = sum(1 for w in self._workers if w.task is not None and not w.task.done())
+        ok = (self._started and not self._stopping and self._failure is None
+              and all(pumps.values()) and workers == len(self._workers))
+        detail: dict[str, Any] = {
+            "app": self.name, "pumps": pumps, "workers": workers,
+            "failure": None if self._failure is None else str(self._failure),
+            "last_errors": {r.name: r.last_error for r in self._routes if r.last_error},
+        }
+        return ok, detail
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: alive, and every consumer is connected and subscribed."""
+        alive, detail = self.health()
+        consumers = {
+            r.name: r.consumer is not None and r.consumer.connected for r in self._routes
+        }
+        detail["connected"] = consumers
+        return alive and all(consumers.values()), detail
 
     async def _work(self, w: _Worker) -> None:
         """Run handlers: this worker's keyed messages first, then any keyless one."""
@@ -410,11 +505,16 @@ class App:
                 self._sem.release()
 
     async def _flush_acks(self, route: _Route) -> None:
-        """Acknowledgements made without waiting go out at least every second."""
-        assert route.consumer is not None
+        """Acknowledgements made without waiting go out within the consumer's commit_interval."""
+        consumer = route.consumer
+        assert consumer is not None
         while True:
-            await asyncio.sleep(1.0)
-            await route.consumer.ack()
+            await asyncio.sleep(consumer.commit_interval)
+            try:
+                await consumer.ack()
+            except BusError as exc:  # kept, and sent with a later batch
+                log.debug("app %s: acknowledgements for %s deferred: %s", self.name,
+                          route.input, exc)
 
     async def _handle(self, route: _Route, msg: Any, d: Delivery) -> None:
         consumer = route.consumer
@@ -507,6 +607,7 @@ class App:
         task = asyncio.get_running_loop().create_task(self._finish(route, d, started, exc))
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
+        task.add_done_callback(self._log_crash)
 
     async def _finish(self, route: _Route, d: Delivery, started: float,
                       exc: BaseException | None) -> None:
@@ -600,7 +701,11 @@ class App:
         queue = self.queues[route.dead_letter]
         letter, headers = make_dead_letter(d, exc, attempts=attempts, handler=route.name)
         producer = self._producer_for(queue)
-        await producer.send(letter, topic=queue.topic, key=d.key, headers=headers, flush=True)
+        first = producer.sequence + 1
+        await producer.send(letter, topic=queue.topic, key=d.key, headers=headers)
+        # The input is acknowledged only once its dead letter is confirmed: wait for
+        # that (not a bounded flush, which may return with the letter still queued).
+        await producer.confirmed(first, producer.sequence)
         if self.metrics is not None:
             self.metrics.dead_letter(route.input, reason)
             self.metrics.consumed_fail(route.input)

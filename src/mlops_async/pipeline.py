@@ -166,15 +166,25 @@ class Pipeline:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         self._stop = stop
+        waiters: list[asyncio.Task[Any]] = []
         try:
             for app in apps:
                 await app.start()
-            await stop.wait()
+            # Until asked to stop, or until any stage stops on its own (it failed).
+            waiters = [asyncio.create_task(stop.wait()),
+                       *(asyncio.create_task(app.wait_stopped()) for app in apps)]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
             if install_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             await asyncio.gather(*(app.stop() for app in apps), return_exceptions=True)
+        failed = [app.failure for app in apps if app.failure is not None]
+        if failed:
+            raise failed[0]
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to drain and return."""
