@@ -25,6 +25,7 @@ to another member: raise that option for slow handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import ssl
@@ -133,13 +134,21 @@ async def _bounded_stop(client: Any, timeout: float = 10.0) -> None:
     task = asyncio.current_task()
     cancels = task.cancelling() if task is not None else 0
     try:
+        # aiokafka's stop() cancels and awaits a helper task of its own; one that
+        # never ran its first step re-raises that CancelledError and aborts stop()
+        # before the connections close. One turn of the loop lets it start.
+        await asyncio.sleep(0)
         await _within(stop(), timeout)
     except asyncio.CancelledError:
         if task is None or task.cancelling() > cancels:
             raise  # we are being cancelled: let it through
-        # aiokafka's stop() awaits its own cancelled helper task and lets that
-        # CancelledError out; nobody cancelled us, so it is not ours to propagate.
+        # Not ours: finish what the aborted stop() left open.
         log.debug("stopping %s: the client leaked its own CancelledError", type(client).__name__)
+        for part in ("_fetcher", "_client"):
+            with contextlib.suppress(Exception):
+                inner = getattr(client, part, None)
+                if inner is not None:
+                    await _within(inner.close(), timeout)
     except Exception as exc:  # closing must never raise past us
         log.debug("stopping %s: %r", type(client).__name__, exc)
 
