@@ -178,7 +178,6 @@ class App:
         self._workers: list[_Worker] = []
         self._shared: deque[tuple[_Route, Any, Delivery]] = deque()  # keyless messages
         self._idle: list[_Worker] = []
-        self._background: list[asyncio.Task[None]] = []
         # Per producer: (last seq, first seq, route, delivery, start time) awaiting confirmation.
         self._awaiting: dict[Producer[Any], deque[tuple[int, int, _Route, Delivery, float]]] = {}
         self._sem: _Slots | None = None
@@ -276,7 +275,6 @@ class App:
             w.task = asyncio.create_task(self._work(w), name=f"{self.name}.worker{i}")
         for route in self._routes:
             route.pump = asyncio.create_task(self._pump(route), name=f"{self.name}.{route.name}")
-            self._background.append(asyncio.create_task(self._flush_acks(route)))
         if self.metrics is not None:
             self._lag_task = asyncio.create_task(self._watch_lag(default))
         log.info("app %s started: %s", self.name, ", ".join(r.name for r in self._routes))
@@ -306,9 +304,9 @@ class App:
                 log.warning("app %s: %d message(s) not finished after %.0fs; they will be "
                             "delivered again", self.name, left, self.drain_timeout)
             workers = [w.task for w in self._workers if w.task is not None]
-            for t in (*workers, *self._background):
+            for t in workers:
                 t.cancel()
-            await asyncio.gather(*workers, *self._background, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
             # Outputs still unconfirmed: deliver them, then acknowledge their inputs.
             for producer in self._producers.values():
                 try:
@@ -503,18 +501,6 @@ class App:
             finally:
                 w.busy = False
                 self._sem.release()
-
-    async def _flush_acks(self, route: _Route) -> None:
-        """Acknowledgements made without waiting go out within the consumer's commit_interval."""
-        consumer = route.consumer
-        assert consumer is not None
-        while True:
-            await asyncio.sleep(consumer.commit_interval)
-            try:
-                await consumer.ack()
-            except BusError as exc:  # kept, and sent with a later batch
-                log.debug("app %s: acknowledgements for %s deferred: %s", self.name,
-                          route.input, exc)
 
     async def _handle(self, route: _Route, msg: Any, d: Delivery) -> None:
         consumer = route.consumer

@@ -30,7 +30,14 @@ from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, Codec
 from .deadletter import dead_letter_record
-from .errors import BusClosed, BusUnavailable, ConfigurationError, DecodeError, MessageTooLarge
+from .errors import (
+    BusClosed,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    DecodeError,
+    MessageTooLarge,
+)
 from .message import MLOpsMessage
 from .producer import _topics
 
@@ -112,6 +119,9 @@ class Consumer(AsyncResource, Generic[M]):
         self._topics_set: asyncio.Event | None = None
         self._outage = Outage("consumer")
         self._backoff = Backoff()
+        # Sends acknowledgements that would otherwise wait while the caller is busy.
+        self._ticker: asyncio.TimerHandle | None = None
+        self._ack_task: asyncio.Task[None] | None = None
         self.received = 0
         self.dead_lettered = 0
         self.tombstones = 0
@@ -140,6 +150,7 @@ class Consumer(AsyncResource, Generic[M]):
             return
         self._started = True
         self._last_ack = time.monotonic()
+        self._tick()
         if self._backend is None:
             self._backend = await open_backend(
                 self._url, self._orchestrator, self._endpoint, self._client_options
@@ -151,6 +162,7 @@ class Consumer(AsyncResource, Generic[M]):
         except BusUnavailable as exc:
             if self.strict:
                 self._started = False  # a later start() tries again
+                self._stop_ticker()
                 raise
             self._outage.down(exc, asyncio.get_running_loop().time())
 
@@ -163,6 +175,9 @@ class Consumer(AsyncResource, Generic[M]):
         if self._closed:
             return
         self._closed = True
+        self._stop_ticker()
+        if self._ack_task is not None:
+            await asyncio.gather(self._ack_task, return_exceptions=True)
         try:
             if processed and self._auto:
                 self._finished.extend(self._inflight.values())
@@ -414,6 +429,34 @@ class Consumer(AsyncResource, Generic[M]):
                 len(self._buf) - len(kept),
             )
             self._buf = deque(kept)
+
+    def _tick(self) -> None:
+        """Every ``commit_interval``: send acknowledgements that are waiting.
+
+        Without it, a caller busy with a slow message would hold back the acks
+        of the messages it already finished until its next call.
+        """
+        self._ticker = None
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        if self._finished and self._sub is not None and (
+            self._ack_task is None or self._ack_task.done()
+        ):
+            self._ack_task = loop.create_task(self._ack_in_background(),
+                                              name="mlops_async.consumer.acks")
+        self._ticker = loop.call_later(self._commit_interval, self._tick)
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _ack_in_background(self) -> None:
+        try:
+            await self._ack_finished()
+        except BusError as exc:  # kept in _finished: sent with a later batch
+            log.debug("consumer: acknowledgements deferred: %s", exc)
 
     def _ack_due(self) -> bool:
         return bool(self._finished) and (
