@@ -1,4 +1,4 @@
-"""The engine never dies silently: bad records are dead-lettered, broken reads stop the app loudly."""
+"""The engine never dies silently: bad records are dead-lettered, broken reads stop it loudly."""
 
 from __future__ import annotations
 
