@@ -37,8 +37,16 @@ class Backoff:
         self._attempt = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2**self._attempt))
+        delay = self.delay_for(self._attempt)
         self._attempt = min(self._attempt + 1, 30)
+        return delay
+
+    def delay_for(self, attempt: int) -> float:
+        """The delay before retry number ``attempt`` (0 for the first), with jitter.
+
+        Jitter spreads the retries of many workers that failed at once.
+        """
+        delay = min(self.cap, self.base * (2 ** min(attempt, 30)))
         return random.uniform(delay / 2, delay)
 
     def reset(self) -> None:

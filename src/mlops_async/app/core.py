@@ -1,0 +1,360 @@
+"""The App: what it declares (queues, handlers) and its life cycle (start, drain, stop, signals).
+
+The work itself is done by :mod:`.dispatch` (reading inputs, running handlers
+on a worker pool, per-key order) and :mod:`.outcome` (retries, output checks,
+confirmation, acknowledgement, dead letters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .._client import Backoff
+from ..consumer import Consumer
+from ..endpoint import resolve_url
+from ..errors import BusError, ConfigurationError
+from ..metrics import Metrics
+from ..producer import Producer
+from ..queues import AppConfig, Queue, load_config, schema_of, url_of
+from .dispatch import Dispatcher
+from .lag import LagWatcher
+from .outcome import Outcomes
+from .route import AppFailed, Handler, Route
+
+__all__ = ["App"]
+
+log = logging.getLogger("mlops_async.app")
+
+
+class App:
+    """A worker made of handlers; see :mod:`mlops_async.app`.
+
+    ``client_options`` go to every client the app opens (consumers, producers,
+    the lag watcher's Admin): TLS, SASL and other broker options live there
+    once. ``consumer_options`` add to them for the input consumers only.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        config: str | Path | AppConfig | None = None,
+        queues: Iterable[Queue] = (),
+        group: str | None = None,
+        max_concurrency: int = 16,
+        max_unconfirmed: int = 4096,
+        drain_timeout: float = 30.0,
+        sync_workers: int = 4,
+        metrics: Metrics | bool = False,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        client_options: dict[str, Any] | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        cfg = load_config(config) if isinstance(config, str | Path) else config
+        self.url = url or (cfg.url if cfg else None)
+        self.queues: dict[str, Queue] = {}
+        for q in [*(cfg.queues if cfg else ()), *queues]:
+            self.queues[q.name] = q
+        self.group = group or name
+        self.max_concurrency = max_concurrency
+        self.max_unconfirmed = max_unconfirmed
+        self.drain_timeout = drain_timeout
+        self.sync_workers = sync_workers
+        self.metrics: Metrics | None = (
+            Metrics(name) if metrics is True else metrics if isinstance(metrics, Metrics) else None
+        )
+        self.client_options: dict[str, Any] = dict(client_options or {})
+        self._sleep = sleep
+        self._consumer_options = consumer_options or {}
+        self._routes: list[Route] = []
+        self._producers: dict[str, Producer[Any]] = {}  # by URL
+        self._queue_producer: dict[str, Producer[Any]] = {}  # by queue name
+        self._schemas: dict[str, type[Any]] = {}
+        self._dispatch: Dispatcher | None = None
+        self._outcomes: Outcomes | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._lag: LagWatcher | None = None
+        self._started = False
+        self._stopping = False
+        self._stopped: asyncio.Event | None = None
+        self._signals = 0
+        self._failure: BaseException | None = None
+        self._stopper: asyncio.Task[None] | None = None
+
+    # -- declaration --------------------------------------------------------
+
+    def queue(self, name: str, **fields: Any) -> Queue:
+        """Declare a queue in code (same fields as in a queues file)."""
+        q = Queue(name=name, **fields)
+        self.queues[name] = q
+        return q
+
+    def handler(
+        self,
+        *,
+        input: str,
+        outputs: Sequence[str] = (),
+        dead_letter: str | None = None,
+        retries: int = 3,
+        backoff: float = 0.1,
+        backoff_max: float = 30.0,
+        name: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler for ``input``; it may publish only to ``outputs``.
+
+        ``dead_letter`` is a queue name or topic (default ``<input topic>.dlq``).
+        """
+        if self._started:
+            raise ConfigurationError("handlers must be registered before the app starts")
+
+        def register(fn: Handler) -> Handler:
+            for q in (input, *outputs):
+                self.queues.setdefault(q, Queue(name=q))
+            in_topic = self.queues[input].topic
+            dlq = dead_letter or f"{in_topic}.dlq"
+            self.queues.setdefault(dlq, Queue(name=dlq))
+            self._routes.append(Route(
+                name or fn.__name__, fn, inspect.iscoroutinefunction(fn), input, tuple(outputs),
+                dlq, retries, Backoff(backoff, backoff_max),
+            ))
+            return fn
+
+        return register
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The registered handlers, in registration order."""
+        return tuple(self._routes)
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open consumers and producers and start fetching.
+
+        If opening anything fails, what was already opened is closed again.
+        """
+        if self._started:
+            return
+        if not self._routes:
+            raise ConfigurationError(f"app {self.name!r} has no handlers")
+        self._started = True
+        self._stopped = asyncio.Event()
+        try:
+            await self._open()
+        except BaseException:
+            await self._close_clients()
+            self._started = False
+            self._stopped.set()
+            raise
+        log.info("app %s started: %s", self.name, ", ".join(r.name for r in self._routes))
+
+    async def _open(self) -> None:
+        self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
+        default = await resolve_url(self.url)
+        for name, q in self.queues.items():
+            self._schemas[name] = schema_of(q)
+        inputs: list[tuple[Queue, str]] = []
+        for route in self._routes:
+            for qname in (*route.outputs, route.dead_letter):
+                url = url_of(self.queues[qname], default) or default
+                if url not in self._producers:
+                    producer: Producer[Any] = Producer(url, **self.client_options)
+                    self._producers[url] = producer
+                    await producer.start()
+                self._queue_producer[qname] = self._producers[url]
+            q = self.queues[route.input]
+            url = url_of(q, default) or default
+            inputs.append((q, url))
+            options: dict[str, Any] = {"auto_offset_reset": "earliest", **self.client_options,
+                                       **self._consumer_options, **q.options}
+            route.consumer = Consumer(
+                url, topic=q.topic, group=self.group, schema=self._schemas[route.input],
+                commit="manual", on_invalid="raise", **options,
+            )
+            await route.consumer.start()
+        self._outcomes = Outcomes(
+            self.name, self.queues, self._schemas, self._queue_producer, metrics=self.metrics,
+            sleep=self._sleep, executor=self._executor, max_unconfirmed=self.max_unconfirmed,
+            on_task_error=self._log_crash,
+        )
+        self._outcomes.track(self._producers.values())
+        self._dispatch = Dispatcher(
+            self.name, self.max_concurrency, handle=self._outcomes.handle,
+            dead_letter=self._outcomes.dead_letter, fail=self._fail, sleep=self._sleep,
+            metrics=self.metrics,
+        )
+        self._dispatch.start(self._routes)
+        if self.metrics is not None:
+            self._lag = LagWatcher(self.group, inputs, self.metrics, self.client_options)
+            self._lag.start()
+
+    async def stop(self) -> None:
+        """Drain and close; safe to call twice."""
+        if self._stopping or not self._started:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            dispatch, outcomes = self._dispatch, self._outcomes
+            if dispatch is not None:
+                await dispatch.stop_reading()
+            if self._lag is not None:
+                await self._lag.close()
+            if dispatch is not None:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.drain_timeout
+                # Polls worker state, bounded by the deadline.
+                while dispatch.unfinished() and loop.time() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                left = dispatch.unfinished()
+                if left:
+                    log.warning("app %s: %d message(s) not finished after %.0fs; they will be "
+                                "delivered again", self.name, left, self.drain_timeout)
+                await dispatch.stop_workers()
+            # Outputs still unconfirmed: deliver them, then acknowledge their inputs.
+            for producer in self._producers.values():
+                try:
+                    async with asyncio.timeout(self.drain_timeout):
+                        await producer.flush()
+                except (TimeoutError, BusError) as exc:
+                    log.warning("app %s: outputs not confirmed at stop: %r", self.name, exc)
+            if outcomes is not None:
+                await outcomes.settle_pending(self.drain_timeout)
+            await self._close_clients()
+            if outcomes is not None:
+                outcomes.cancel()
+        finally:
+            assert self._stopped is not None
+            self._stopped.set()
+            log.info("app %s stopped", self.name)
+
+    async def _close_clients(self) -> None:
+        for route in self._routes:
+            if route.consumer is not None:
+                await route.consumer.close()
+        for producer in self._producers.values():
+            await producer.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Start, then run until :meth:`stop` or SIGINT/SIGTERM (a second one exits at once).
+
+        Raises :class:`AppFailed` if the app stopped on its own because a part
+        of it could not go on.
+        """
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.start()
+            assert self._stopped is not None
+            await self._stopped.wait()
+        finally:
+            if install_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.stop()
+        if self._failure is not None:
+            raise self._failure
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.warning("app %s: %s received, draining (again to exit at once)", self.name,
+                        sig.name)
+            task = asyncio.get_running_loop().create_task(self.stop())
+            task.add_done_callback(self._log_crash)
+        else:
+            log.error("app %s: second %s, exiting now", self.name, sig.name)
+            os._exit(128 + int(sig))
+
+    def _fail(self, exc: BaseException, where: str) -> None:
+        """Stop the app because ``where`` cannot go on; :meth:`run` raises :class:`AppFailed`."""
+        log.error("app %s: %s: %s; stopping the app", self.name, where, exc, exc_info=exc)
+        if self._failure is None:
+            self._failure = AppFailed(f"app {self.name}: {where}: {type(exc).__name__}: {exc}")
+            self._failure.__cause__ = exc
+        if self._stopper is None and not self._stopping:
+            self._stopper = asyncio.get_running_loop().create_task(self.stop())
+            self._stopper.add_done_callback(self._log_crash)
+
+    def _log_crash(self, task: asyncio.Task[Any]) -> None:
+        """Done callback of tasks nobody awaits: their errors are logged, never lost."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("app %s: task %s failed", self.name, task.get_name(),
+                      exc_info=task.exception())
+
+    async def wait_stopped(self) -> None:
+        """Return once the app has stopped (asked to, or on its own after a failure)."""
+        if self._stopped is None:
+            raise ConfigurationError(f"app {self.name!r} was not started")
+        await self._stopped.wait()
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the app stopped on its own, or None."""
+        return self._failure
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the app runs and every pump and worker task is alive."""
+        pumps, live, total = (
+            self._dispatch.alive() if self._dispatch is not None else ({}, 0, 0)
+        )
+        ok = (self._started and not self._stopping and self._failure is None
+              and all(pumps.values()) and live == total)
+        detail: dict[str, Any] = {
+            "app": self.name, "pumps": pumps, "workers": live,
+            "failure": None if self._failure is None else str(self._failure),
+            "last_errors": {r.name: r.last_error for r in self._routes if r.last_error},
+        }
+        return ok, detail
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: alive, and every consumer is connected and subscribed."""
+        alive, detail = self.health()
+        consumers = {
+            r.name: r.consumer is not None and r.consumer.connected for r in self._routes
+        }
+        detail["connected"] = consumers
+        return alive and all(consumers.values()), detail
+
+    def task(self, correlation_id: str, *, queue: str = "status", creator: str | None = None,
+             stage: str | None = None, webhook: Any = None) -> Any:
+        """Report a task's status on the app's ``queue`` (declared or not); app must be started."""
+        from ..status import task_status
+
+        if not self._producers:
+            raise ConfigurationError("start the app before reporting task status")
+        q = self.queues.get(queue) or Queue(name=queue)
+        producer = self._queue_producer.get(queue) or next(iter(self._producers.values()))
+        return task_status(producer, correlation_id, topic=q.topic, creator=creator or self.name,
+                           stage=stage, webhook=webhook)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "in_flight": self._dispatch.unfinished() if self._dispatch is not None else 0,
+            "unconfirmed": self._outcomes.unconfirmed if self._outcomes is not None else 0,
+            "handlers": [r.name for r in self._routes],
+        }

@@ -1,0 +1,224 @@
+"""Dispatch: one pump per handler reads its input; a pool of workers runs the handlers.
+
+Messages with a key are pinned to one worker (``hash(key) % workers``), so
+messages of one key are handled one after another, in arrival order; keyless
+ones go to whichever worker is free. A pump that fails is restarted with
+backoff; one that cannot go on reports to the app, which stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._client import Backoff
+from ..backends import Delivery
+from ..errors import BusError, DecodeError, MessageTooLarge
+from ..metrics import Metrics
+from .route import Route
+
+__all__ = ["PUMP_MAX_RESTARTS", "Dispatcher", "Slots"]
+
+log = logging.getLogger("mlops_async.app")
+
+#: Consecutive failures after which a pump gives up and stops the app.
+PUMP_MAX_RESTARTS = 5
+
+Handle = Callable[[Route, Any, Delivery], Awaitable[None]]
+DeadLetter = Callable[[Route, Delivery, BaseException, int, str], Awaitable[None]]
+
+
+class Slots:
+    """A counting semaphore with less bookkeeping than asyncio's, for per-message use."""
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot just as we were cancelled: give it back
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.free += 1
+
+
+class _Worker:
+    """One of ``max_concurrency`` coroutines that run handlers, fed by the pumps."""
+
+    __slots__ = ("busy", "queue", "task", "wake")
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Route, Any, Delivery]] = deque()
+        self.wake = asyncio.Event()
+        self.busy = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    """Pumps and workers of one app (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: str,
+        max_concurrency: int,
+        *,
+        handle: Handle,
+        dead_letter: DeadLetter,
+        fail: Callable[[BaseException, str], None],
+        sleep: Callable[[float], Awaitable[Any]],
+        metrics: Metrics | None,
+    ) -> None:
+        self.app = app
+        self._handle = handle
+        self._dead_letter = dead_letter
+        self._fail = fail
+        self._sleep = sleep
+        self._metrics = metrics
+        # Bounds messages handed to workers but not finished (running or queued);
+        # room for a few per worker so the pump hands over in runs, not one by one.
+        self._sem = Slots(max(4 * max_concurrency, 256))
+        self._workers = [_Worker() for _ in range(max_concurrency)]
+        self._shared: deque[tuple[Route, Any, Delivery]] = deque()  # keyless messages
+        self._idle: list[_Worker] = []
+        self._routes: list[Route] = []
+
+    def start(self, routes: list[Route]) -> None:
+        self._routes = routes
+        for i, w in enumerate(self._workers):
+            w.task = asyncio.create_task(self._work(w), name=f"{self.app}.worker{i}")
+        for route in routes:
+            route.pump = asyncio.create_task(self._pump(route), name=f"{self.app}.{route.name}")
+
+    async def stop_reading(self) -> None:
+        pumps = [r.pump for r in self._routes if r.pump is not None]
+        for t in pumps:
+            t.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def stop_workers(self) -> None:
+        workers = [w.task for w in self._workers if w.task is not None]
+        for t in workers:
+            t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def unfinished(self) -> int:
+        return len(self._shared) + sum(len(w.queue) + w.busy for w in self._workers)
+
+    def alive(self) -> tuple[dict[str, bool], int, int]:
+        """(pump alive per handler, live workers, workers)."""
+        pumps = {r.name: r.pump is not None and not r.pump.done() for r in self._routes}
+        live = sum(1 for w in self._workers if w.task is not None and not w.task.done())
+        return pumps, live, len(self._workers)
+
+    # -- pumps ------------------------------------------------------------------
+
+    async def _pump(self, route: Route) -> None:
+        """Feed workers from ``route``'s consumer; restarted with backoff if it fails.
+
+        Nothing ends it silently: an unexpected error is logged with its
+        traceback and the pump restarts; a non-retriable one, or
+        ``PUMP_MAX_RESTARTS`` failures in a row, stops the app.
+        """
+        backoff = Backoff(base=0.2, cap=10.0)
+        failures = 0
+        while True:
+            try:
+                await self._feed(route, backoff)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                route.last_error = f"{type(exc).__name__}: {exc}"
+                if self._metrics is not None:
+                    self._metrics.consumed_fail(route.input)
+                fatal = getattr(exc, "retriable", True) is False and isinstance(exc, BusError)
+                if fatal or failures >= PUMP_MAX_RESTARTS:
+                    self._fail(exc, f"handler {route.name} cannot read {route.input}")
+                    return
+                log.error("app %s: reading %s for handler %s failed (%d in a row); "
+                          "restarting", self.app, route.input, route.name, failures,
+                          exc_info=exc)
+                await self._sleep(backoff.next_delay())
+
+    async def _feed(self, route: Route, backoff: Backoff) -> None:
+        consumer = route.consumer
+        assert consumer is not None
+        workers = self._workers
+        n = len(workers)
+        while True:
+            try:
+                msg, d = await consumer.receive()
+            except (DecodeError, MessageTooLarge) as exc:
+                bad = exc.delivery
+                assert isinstance(bad, Delivery)
+                await self._dead_letter(route, bad, exc, 1, "invalid")
+                await consumer.ack(bad)
+                continue
+            except StopAsyncIteration:
+                return
+            backoff.reset()
+            await self._sem.acquire()
+            if d.key is not None:
+                # Same key, same worker: handled one after another, in arrival order.
+                w = workers[hash(d.key) % n]
+                w.queue.append((route, msg, d))
+                w.wake.set()
+            else:
+                self._shared.append((route, msg, d))
+                if self._idle:
+                    self._idle.pop().wake.set()
+
+    # -- workers ----------------------------------------------------------------
+
+    async def _work(self, w: _Worker) -> None:
+        """Run handlers: this worker's keyed messages first, then any keyless one."""
+        queue, shared, idle = w.queue, self._shared, self._idle
+        while True:
+            if queue:
+                route, msg, d = queue.popleft()
+            elif shared:
+                route, msg, d = shared.popleft()
+            else:
+                w.wake.clear()
+                idle.append(w)
+                await w.wake.wait()
+                if w in idle:  # woken for a keyed message, not popped by the pump
+                    idle.remove(w)
+                continue
+            w.busy = True
+            try:
+                await self._handle(route, msg, d)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The input stays unacknowledged (delivered again), never dropped silently.
+                route.last_error = "handling failed; see the log"
+                log.exception("app %s: handling %s failed", self.app, d.where())
+            finally:
+                w.busy = False
+                self._sem.release()

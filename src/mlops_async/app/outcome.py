@@ -1,0 +1,284 @@
+"""The outcome of one input: call the handler, retry, check and publish its outputs,
+acknowledge the input once they are confirmed, or dead-letter it.
+
+Confirmation is tracked by producer sequence numbers (one listener per
+producer, no task or future per message): an input whose outputs all went
+through one producer is acknowledged when that producer settles their last
+sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from ..backends import Delivery
+from ..deadletter import make_dead_letter
+from ..metrics import Metrics
+from ..producer import Producer
+from ..queues import Queue
+from ..signals import Ack, Retry
+from .dispatch import Slots
+from .route import OutputError, Route
+
+__all__ = ["Outcomes"]
+
+log = logging.getLogger("mlops_async.app")
+
+Confirmation = tuple[Producer[Any], int, int] | asyncio.Future[Any]
+
+
+class Outcomes:
+    """Settles inputs for one app (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: str,
+        queues: dict[str, Queue],
+        schemas: dict[str, type[Any]],
+        producers: dict[str, Producer[Any]],
+        *,
+        metrics: Metrics | None,
+        sleep: Callable[[float], Awaitable[Any]],
+        executor: ThreadPoolExecutor,
+        max_unconfirmed: int,
+        on_task_error: Callable[[asyncio.Task[Any]], None],
+    ) -> None:
+        self.app = app
+        self.queues = queues
+        self.schemas = schemas
+        self.producers = producers  # by queue name
+        self.metrics = metrics
+        self._sleep = sleep
+        self._executor = executor
+        self._unconfirmed = Slots(max_unconfirmed)
+        # Per producer: (last seq, first seq, route, delivery, start time) awaiting confirmation.
+        self._awaiting: dict[Producer[Any], deque[tuple[int, int, Route, Delivery, float]]] = {}
+        self._finishers: set[asyncio.Task[None]] = set()
+        self._on_task_error = on_task_error
+
+    def track(self, producers: Iterable[Producer[Any]]) -> None:
+        """Follow the confirmations of ``producers`` (call once, after they started)."""
+        for producer in producers:
+            self._awaiting[producer] = deque()
+            producer.add_confirm_listener(functools.partial(self._settled, producer))
+
+    @property
+    def unconfirmed(self) -> int:
+        return sum(len(q) for q in self._awaiting.values())
+
+    async def settle_pending(self, timeout: float) -> None:
+        """Let inputs whose outputs were just confirmed be acknowledged (at stop)."""
+        await asyncio.sleep(0)  # confirmation callbacks schedule their finishers
+        if self._finishers:
+            await asyncio.wait(set(self._finishers), timeout=timeout)
+
+    def cancel(self) -> None:
+        for t in list(self._finishers):
+            t.cancel()
+
+    # -- one input ------------------------------------------------------------
+
+    async def handle(self, route: Route, msg: Any, d: Delivery) -> None:
+        consumer = route.consumer
+        assert consumer is not None
+        m = self.metrics
+        started = time.perf_counter() if m is not None else 0.0
+        attempt = 0
+        confirmation: Confirmation | None = None
+        while True:
+            attempt += 1
+            try:
+                if m is None:
+                    result = await self._call(route, msg)
+                else:
+                    t0 = time.perf_counter()
+                    result = await self._call(route, msg)
+                    m.timed("component", time.perf_counter() - t0)
+                outputs = self._check_outputs(route, result)
+                confirmation = await self._publish(route, outputs, d.key)
+            except Ack:
+                pass
+            except Retry as exc:
+                if attempt > route.retries:
+                    await self.dead_letter(route, d, exc, attempt, "retries_exhausted")
+                    break
+                await self._retry(route, attempt, exc.delay)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if getattr(exc, "retriable", True) is False:
+                    await self.dead_letter(route, d, exc, attempt, _reason(exc))
+                    break
+                if attempt > route.retries:
+                    await self.dead_letter(route, d, exc, attempt, "retries_exhausted")
+                    break
+                log.info("handler %s failed on %s (attempt %d): %r; retrying", route.name,
+                         d.where(), attempt, exc)
+                await self._retry(route, attempt, None)
+                continue
+            if confirmation is not None:
+                # The outputs are queued; the input is acknowledged once the broker
+                # confirmed them, without holding a worker meanwhile.
+                await self._unconfirmed.acquire()
+                if isinstance(confirmation, tuple):
+                    producer, first, last = confirmation
+                    self._awaiting[producer].append((last, first, route, d, started))
+                else:
+                    confirmation.add_done_callback(
+                        functools.partial(self._on_confirmed, route, d, started)
+                    )
+                return
+            if m is not None:
+                m.consumed_ok(route.input)
+            break
+        await consumer.ack(d)
+        if m is not None:
+            m.timed("cycle", time.perf_counter() - started)
+
+    async def _call(self, route: Route, msg: Any) -> Any:
+        if route.is_async:
+            return await route.fn(msg)
+        # Sync handlers run in a bounded thread pool so they never block the loop.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(route.fn, msg))
+
+    async def _retry(self, route: Route, attempt: int, delay: float | None) -> None:
+        if self.metrics is not None:
+            self.metrics.retried(route.input)
+        await self._sleep(route.backoff.delay_for(attempt - 1) if delay is None else delay)
+
+    def _check_outputs(self, route: Route, result: Any) -> list[tuple[Queue, Any]]:
+        if result is None:
+            return []
+        if not isinstance(result, list | tuple) or (
+            isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str)
+        ):
+            raise OutputError(
+                f"handler {route.name} must return a list of (queue, message) tuples or None, "
+                f"got {type(result).__name__}"
+            )
+        out = []
+        for item in result:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise OutputError(f"handler {route.name} returned {item!r}, not (queue, message)")
+            qname, message = item
+            if qname not in route.outputs:
+                raise OutputError(
+                    f"handler {route.name} published to queue {qname!r}, which is not among "
+                    f"its outputs {list(route.outputs)}"
+                )
+            schema = self.schemas[qname]
+            if not isinstance(message, schema):
+                try:
+                    message = msgspec.convert(message, schema, from_attributes=True)
+                except msgspec.ValidationError as exc:
+                    raise OutputError(
+                        f"handler {route.name}: message for queue {qname!r} is not a valid "
+                        f"{schema.__name__}: {exc}"
+                    ) from None
+            out.append((self.queues[qname], message))
+        return out
+
+    async def _publish(
+        self, route: Route, outputs: list[tuple[Queue, Any]], key: bytes | None
+    ) -> Confirmation | None:
+        """Queue the outputs; returns what to wait on for their confirmation.
+
+        One producer (the usual case): ``(producer, first, last)`` sequence
+        numbers, tracked without a future; several: a future.
+        """
+        if not outputs:
+            return None
+        firsts: dict[Producer[Any], int] = {}
+        for queue, message in outputs:
+            producer = self.producers[queue.name]
+            if producer not in firsts:
+                firsts[producer] = producer.sequence + 1
+            await producer.send(message, topic=queue.topic, key=key)
+        if self.metrics is not None:
+            for queue, _ in outputs:
+                self.metrics.produced_to(route.input, queue.name)
+        if len(firsts) == 1:
+            ((producer, first),) = firsts.items()
+            return producer, first, producer.sequence
+        return asyncio.gather(*(p.confirmed(first, p.sequence) for p, first in firsts.items()))
+
+    async def dead_letter(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
+                          reason: str) -> None:
+        """Publish ``d`` to the route's dead-letter queue and wait until it is confirmed."""
+        queue = self.queues[route.dead_letter]
+        letter, headers = make_dead_letter(d, exc, attempts=attempts, handler=route.name)
+        producer = self.producers[queue.name]
+        first = producer.sequence + 1
+        await producer.send(letter, topic=queue.topic, key=d.key, headers=headers)
+        # The input is acknowledged only once its dead letter is confirmed: wait for
+        # that (not a bounded flush, which may return with the letter still queued).
+        await producer.confirmed(first, producer.sequence)
+        if self.metrics is not None:
+            self.metrics.dead_letter(route.input, reason)
+            self.metrics.consumed_fail(route.input)
+        log.warning("handler %s: %s dead-lettered to %s after %d attempt(s): %s: %s",
+                    route.name, d.where(), queue.topic, attempts, type(exc).__name__, exc)
+
+    # -- confirmation ---------------------------------------------------------
+
+    def _settled(self, producer: Producer[Any], settled: int) -> None:
+        """A producer confirmed (or refused) records up to ``settled``."""
+        pending = self._awaiting[producer]
+        m = self.metrics
+        while pending and pending[0][0] <= settled:
+            last, first, route, d, started = pending.popleft()
+            self._unconfirmed.release()
+            consumer = route.consumer
+            assert consumer is not None
+            exc = producer.refused(first, last)
+            if exc is not None:
+                self._spawn_finish(route, d, started, exc)
+                continue
+            consumer.ack_nowait(d)
+            if m is not None:
+                m.consumed_ok(route.input)
+                m.timed("cycle", time.perf_counter() - started)
+
+    def _on_confirmed(self, route: Route, d: Delivery, started: float,
+                      fut: asyncio.Future[Any]) -> None:
+        self._unconfirmed.release()
+        if fut.cancelled():
+            return  # shutting down without confirmation: leave it for redelivery
+        self._spawn_finish(route, d, started, fut.exception())
+
+    def _spawn_finish(self, route: Route, d: Delivery, started: float,
+                      exc: BaseException | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish(route, d, started, exc))
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
+        task.add_done_callback(self._on_task_error)
+
+    async def _finish(self, route: Route, d: Delivery, started: float,
+                      exc: BaseException | None) -> None:
+        """Acknowledge an input whose outputs were settled; dead-letter it if they were refused."""
+        consumer = route.consumer
+        assert consumer is not None
+        if exc is not None:
+            await self.dead_letter(route, d, exc, 1, "output_refused")
+        elif self.metrics is not None:
+            self.metrics.consumed_ok(route.input)
+        await consumer.ack(d)
+        if self.metrics is not None:
+            self.metrics.timed("cycle", time.perf_counter() - started)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OutputError):
+        return "invalid_output"
+    return "rejected" if type(exc).__name__ == "Reject" else "not_retriable"
