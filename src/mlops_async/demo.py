@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backends import create_backend
 from .consumer import Consumer
+from .endpoint import resolve_url
+from .errors import BusUnavailable
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
 from .producer import Producer
 
@@ -68,6 +71,23 @@ def _sample(rng: random.Random, w: list[float]) -> tuple[list[float], int]:
     return x, int(score + rng.gauss(0.0, 0.5) > 0)
 
 
+async def check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`BusUnavailable` naming ``url`` if its broker does not answer.
+
+    The demo is interactive: a broker that is not there should be said at once,
+    not shown as stages "waiting" forever.
+    """
+    backend = create_backend(await resolve_url(url))
+    try:
+        async with asyncio.timeout(timeout):
+            await backend.connect()
+    except (TimeoutError, BusUnavailable) as exc:
+        raise BusUnavailable(f"cannot reach the broker at {backend!r} ({url.split('://')[0]}://): "
+                             f"{exc or 'no answer'}") from exc
+    finally:
+        await backend.close()
+
+
 async def run_demo(
     url: str = "memory://demo",
     records: int = 20_000,
@@ -77,6 +97,7 @@ async def run_demo(
     seed: int = 7,
 ) -> DemoResult:
     """Run the three-stage pipeline once on ``url`` and return what it measured."""
+    await check_reachable(url)
     run_id = f"{prefix}-{int(time.time() * 1000)}"
     t_features, t_models, t_status = f"{prefix}.features", f"{prefix}.models", f"{prefix}.status"
     rng = random.Random(seed)
@@ -219,6 +240,7 @@ async def run_engine_demo(
     """The same pipeline with train and evaluate as stream-engine handlers."""
     from .app import App
 
+    await check_reachable(url)
     run_id = f"{prefix}-{int(time.time() * 1000)}"
     rng = random.Random(seed)
     true_w = [rng.uniform(-2, 2) for _ in range(FEATURES)]

@@ -8,10 +8,19 @@ waits (backpressure) instead of dropping anything.
 
 When the broker is away the sender keeps the batch and retries with backoff.
 By default ``send`` keeps queueing (the orchestration seed's rule: an outage
-must not crash the pipeline) and one warning is logged per outage;
-``strict=True`` makes ``send`` and ``flush`` raise :class:`BusUnavailable`
-instead. Records the broker refuses for good are logged and reported by the
-next ``flush()``.
+must not crash the pipeline), one warning is logged per outage, and waits
+are bounded: ``flush()`` and ``send(flush=True)`` return after
+``flush_timeout`` with the messages still queued, and ``close()`` gives up
+after ``flush_timeout`` when the broker is away (``close_timeout`` when it is
+up). ``strict=True`` makes ``send`` and ``flush`` raise
+:class:`BusUnavailable` instead. Records the broker refuses for good are
+logged and reported by the next ``flush()``.
+
+With ``spool="dir"`` nothing accepted is lost even if the process dies: while
+the broker is away (and for whatever is still unsent at close), records are
+written to a local outbox (:mod:`mlops_async.spool`) before ``send`` returns,
+and delivered first, in order, by the next producer with that spool. While
+the broker is up, the spool is not touched.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
@@ -28,8 +38,17 @@ from typing_extensions import TypeVar
 from ._client import AsyncResource, Backoff, Outage, open_backend
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
-from .errors import BusClosed, BusError, BusUnavailable, PublishError, SendTimeout
+from .errors import (
+    BusClosed,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    PublishError,
+    SendTimeout,
+)
 from .message import MLOpsMessage
+from .spool import Spool
+from .status import TaskStatus, Webhook, task_status
 
 __all__ = ["Producer"]
 
@@ -82,13 +101,19 @@ class Producer(AsyncResource, Generic[M]):
         buffer_size: int = 10_000,
         buffer_bytes: int = 32 * 1024 * 1024,
         send_timeout: float | None = None,
+        flush_timeout: float = 5.0,
         close_timeout: float = 30.0,
+        spool: str | Path | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
         strict: bool = False,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
         if batch_size < 1 or buffer_size < batch_size:
             raise ValueError("need 1 <= batch_size <= buffer_size")
+        if spool is not None and strict:
+            raise ConfigurationError("spool= keeps messages through outages; strict=True "
+                                     "raises instead: choose one")
         self._url = url
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint
@@ -104,7 +129,13 @@ class Producer(AsyncResource, Generic[M]):
         self._max_count = buffer_size
         self._max_bytes = buffer_bytes
         self._send_timeout = send_timeout
+        self._flush_timeout = flush_timeout
         self._close_timeout = close_timeout
+        self._spool = None if spool is None else Spool(spool, max_bytes=spool_max_bytes)
+        # True while records go to the spool instead of the broker (outage, or
+        # the spool still holds older records that must go first).
+        self._spooling = False
+        self._spool_room: asyncio.Event | None = None
         self.strict = strict
         self._backend = backend
 
@@ -148,6 +179,11 @@ class Producer(AsyncResource, Generic[M]):
             limit = self._backend.max_record_size
             if limit is not None and limit < self._codec.max_size:
                 self._codec.max_size = limit
+            if self._spool is not None:
+                await self._spool.open()
+                self._spool_room = asyncio.Event()
+                # Records an earlier producer left go out first, in order.
+                self._spooling = self._spool.rows > 0
             try:
                 await self._backend.connect()
                 self._connected = True
@@ -155,14 +191,22 @@ class Producer(AsyncResource, Generic[M]):
                 if self.strict:
                     await self._backend.close()
                     raise
-                self._outage.down(exc, asyncio.get_running_loop().time(), "messages will queue")
+                detail = "messages will queue"
+                if self._spool is not None:
+                    self._spooling = True
+                    detail = f"messages go to the spool {str(self._spool.directory)!r}"
+                self._outage.down(exc, asyncio.get_running_loop().time(), detail)
             self._sender = asyncio.create_task(self._run(), name="mlops_async.producer.sender")
 
     async def close(self) -> None:
-        """Deliver what is queued (up to ``close_timeout`` s), then release everything.
+        """Deliver what is queued, then release everything; safe to call twice.
 
-        Safe to call twice. Records still undelivered after the timeout are
-        counted in the log at ERROR level, never dropped without a word.
+        Waits up to ``close_timeout`` while the broker answers, and no longer
+        than ``flush_timeout`` while it is away. With a spool, what is still undelivered then is
+        written to the spool (the next producer on it delivers it); without
+        one it is counted in the log at ERROR level, never dropped without a
+        word. Cancelling ``close()`` still releases everything before the
+        cancellation propagates.
         """
         if self._closed:
             return
@@ -170,33 +214,55 @@ class Producer(AsyncResource, Generic[M]):
         sender = self._sender
         try:
             if sender is not None and not sender.done() and self._settled < self._queued:
+                wait = self._close_timeout
+                if self._outage.active:  # no point waiting long for a broker that is away
+                    wait = min(wait, self._flush_timeout)
                 try:
-                    await asyncio.wait_for(self._wait_settled(self._queued), self._close_timeout)
+                    async with asyncio.timeout(wait):
+                        await self._wait_settled(self._queued)
                 except (TimeoutError, BusError) as exc:
                     log.warning("producer close: could not deliver everything: %r", exc)
         finally:
             self._closed = True
-            undelivered = self._queued - self._settled
-            if undelivered and sender is not None and not sender.done():
-                log.error("producer closed with %d message(s) undelivered", undelivered)
-            if sender is not None:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
-            pending = [c for _, _, c in self._pipeline if c is not None and not c.done()]
-            for confirm in pending:
-                confirm.cancel()
-            if pending:
-                # wait() collects their outcome without raising it, and still lets a
-                # cancellation of close() itself through.
-                await asyncio.wait(pending)
-            for _, _, c in self._pipeline:
-                if c is not None and c.done() and not c.cancelled():
-                    c.exception()  # retrieved: their records were already counted above
-            self._pipeline.clear()
-            self._fail_waiters(BusClosed("producer closed"))
-            if self._backend is not None:
-                await self._backend.close()
+            # The clean-up runs to its end even if close() itself is cancelled.
+            cleanup = asyncio.ensure_future(self._release(sender))
+            try:
+                await asyncio.shield(cleanup)
+            except asyncio.CancelledError:
+                await asyncio.wait([cleanup])
+                raise
+
+    async def _release(self, sender: asyncio.Task[None] | None) -> None:
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        pending = [c for _, _, c in self._pipeline if c is not None and not c.done()]
+        for confirm in pending:
+            confirm.cancel()
+        if pending:
+            # wait() collects their outcome without raising it.
+            await asyncio.wait(pending)
+        for _, _, c in self._pipeline:
+            if c is not None and c.done() and not c.cancelled():
+                c.exception()  # retrieved: their records are counted below
+        unsent = [r for batch, _, _ in self._pipeline for r in batch] + self._buf
+        self._pipeline.clear()
+        self._buf = []
+        if unsent and self._spool is not None:
+            try:
+                await self._spool.append([(0, r) for r in unsent])
+                log.warning("producer closed with %d message(s) undelivered: kept in the spool "
+                            "%s for the next producer", len(unsent), str(self._spool.directory))
+                unsent = []
+            except Exception as exc:
+                log.error("producer close: cannot write to the spool: %r", exc)
+        if unsent:
+            log.error("producer closed with %d message(s) undelivered", len(unsent))
+        self._fail_waiters(BusClosed("producer closed"))
+        if self._spool is not None:
+            await self._spool.close()
+        if self._backend is not None:
+            await self._backend.close()
 
     # -- sending -----------------------------------------------------------
 
@@ -222,7 +288,9 @@ class Producer(AsyncResource, Generic[M]):
         value = self._codec.encode(msg)
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        if topic is None and key is None and headers is None and len(self._topics) == 1:
+        if self._spooling:
+            await self._send_to_spool(value, topic, key, headers)
+        elif topic is None and key is None and headers is None and len(self._topics) == 1:
             # The common case, kept short: one topic, no key, no headers.
             size = len(value)
             count = self._count
@@ -254,7 +322,40 @@ class Producer(AsyncResource, Generic[M]):
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
         if flush:
-            await self._wait_settled(self._queued)
+            await self.flush()
+
+    async def _send_to_spool(self, value: bytes, topic: str | Sequence[str] | None,
+                             key: str | bytes | None, headers: HeadersIn) -> None:
+        """Accept a message during an outage: on disk in the spool before this returns."""
+        spool = self._spool
+        assert spool is not None and self._spool_room is not None
+        topics = self._topics if topic is None else _topics(topic)
+        if not topics:
+            raise ValueError("no topic: pass topic= to send() or to the Producer")
+        k = key.encode() if isinstance(key, str) else key
+        h = _headers(headers) if headers else None
+        records = [Record(t, value, k, h) for t in topics]
+        size = len(value) * len(records)
+        loop = asyncio.get_running_loop()
+        deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
+        while not spool.room(size):
+            if self._closing:
+                raise BusClosed("producer is closed")
+            self._spool_room.clear()
+            try:
+                async with asyncio.timeout(None if deadline is None
+                                           else max(0.0, deadline - loop.time())):
+                    await self._spool_room.wait()
+            except TimeoutError:
+                raise SendTimeout(
+                    f"spool full ({spool.bytes} of {spool.max_bytes} bytes) for "
+                    f"{self._send_timeout}s"
+                ) from None
+        # Sequence numbers are taken with no await before append() queues the
+        # records, so concurrent sends keep their order in the spool.
+        first = self._queued + 1
+        self._queued += len(records)
+        await spool.append([(first + i, r) for i, r in enumerate(records)])
 
     async def send_many(
         self,
@@ -274,26 +375,36 @@ class Producer(AsyncResource, Generic[M]):
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far was confirmed by the broker.
 
-        Raises :class:`PublishError` if the broker refused any of those
-        records, :class:`BusUnavailable` in strict mode during an outage, and
-        ``TimeoutError`` after ``timeout`` seconds.
+        Lenient mode waits at most ``flush_timeout`` seconds, then logs and
+        returns with the messages still queued (an outage never stalls the
+        caller). ``timeout`` sets an explicit bound instead and raises
+        ``TimeoutError`` when it passes. Raises :class:`PublishError` if the
+        broker refused any of those records, and :class:`BusUnavailable` in
+        strict mode during an outage.
         """
         if self._sender is None:
             return
         target = self._queued
-        if timeout is None:
-            await self._wait_settled(target)
-        else:
-            await asyncio.wait_for(self._wait_settled(target), timeout)
+        if timeout is not None or self.strict:
+            async with asyncio.timeout(timeout):
+                await self._wait_settled(target)
+            return
+        try:
+            async with asyncio.timeout(self._flush_timeout):
+                await self._wait_settled(target)
+        except TimeoutError:
+            where = f"in the spool {str(self._spool.directory)!r}" if self._spooling and \
+                self._spool is not None else "queued"
+            log.log(logging.INFO if self._outage.active else logging.WARNING,
+                    "flush: %d message(s) not confirmed after %.1fs; they stay %s",
+                    target - self._settled, self._flush_timeout, where)
 
     def task(self, correlation_id: str, *, topic: str = "status", creator: str | None = None,
-             stage: str | None = None, webhook: Any = None) -> Any:
+             stage: str | None = None, webhook: Webhook | None = None) -> TaskStatus:
         """Report a task's status on ``topic``: ``async with producer.task(cid) as t: ...``.
 
         See :func:`mlops_async.status.task_status`.
         """
-        from .status import task_status
-
         return task_status(self, correlation_id, topic=topic, creator=creator, stage=stage,
                            webhook=webhook)
 
@@ -392,7 +503,13 @@ class Producer(AsyncResource, Generic[M]):
     async def _wait_settled(self, target: int) -> None:
         if self._settled < target and self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        await self.confirmed(self._settled + 1, target)
+        fut = self.confirmed(self._settled + 1, target)
+        try:
+            await fut
+        finally:
+            if not fut.done():  # timed out or cancelled: forget the waiter
+                fut.cancel()
+                self._flush_waiters = deque(w for w in self._flush_waiters if w[2] is not fut)
 
     def _settle(self, n: int) -> None:
         self._settled += n
@@ -436,6 +553,9 @@ class Producer(AsyncResource, Generic[M]):
         loop = asyncio.get_running_loop()
         pipeline = self._pipeline
         while True:
+            if self._spooling:
+                await self._drain_spool()
+                continue
             if not self._buf and not pipeline:
                 self._wakeup = loop.create_future()
                 try:
@@ -450,15 +570,24 @@ class Producer(AsyncResource, Generic[M]):
                 pipeline.append((batch, size, confirm))
                 if confirm is None:
                     break  # the broker is away: settle (and retry) before enqueueing more
-            batch, size, confirm = pipeline.popleft()
-            await self._deliver(batch, confirm)
+            if not pipeline:
+                continue
+            # The oldest batch stays in the pipeline until settled: close() and a
+            # spill to the spool find every unsettled record there or in _buf.
+            batch, size, confirm = pipeline[0]
+            if not await self._deliver(batch, confirm):
+                continue  # spilled to the spool, with everything behind it
+            pipeline.popleft()
             self._count -= len(batch)
             self._bytes -= size
             self._settle(len(batch))
-            while self._room_waiters:
-                fut = self._room_waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
+            self._wake_room()
+
+    def _wake_room(self) -> None:
+        while self._room_waiters:
+            fut = self._room_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
 
     async def _enqueue(self, batch: list[Record]) -> asyncio.Future[None] | None:
         """Hand ``batch`` to the broker client; None if that failed (``_deliver`` retries)."""
@@ -471,8 +600,11 @@ class Producer(AsyncResource, Generic[M]):
         except Exception:
             return None
 
-    async def _deliver(self, batch: list[Record], confirm: asyncio.Future[None] | None) -> None:
-        """Wait for ``batch`` to be confirmed, publishing it again while the broker is away."""
+    async def _deliver(self, batch: list[Record], confirm: asyncio.Future[None] | None) -> bool:
+        """Wait for ``batch`` to be confirmed, publishing it again while the broker is away.
+
+        Returns False if the broker is away and the records went to the spool instead.
+        """
         assert self._backend is not None
         backend = self._backend
         loop = asyncio.get_running_loop()
@@ -488,19 +620,87 @@ class Producer(AsyncResource, Generic[M]):
                     await backend.publish(batch)
             except BusUnavailable as exc:
                 confirm = None
+                if self._spool is not None:
+                    self._outage.down(exc, loop.time(), "messages go to the spool "
+                                      f"{str(self._spool.directory)!r}")
+                    await self._spill()
+                    return False
                 self._outage.down(exc, loop.time(), f"{self._count} message(s) held")
                 if self.strict:
                     self._fail_waiters(exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception as exc:  # refused for good: report, never hide
-                first = self._settled + 1
-                self._failures.append((first, first + len(batch) - 1, exc))
-                self.failed += len(batch)
-                topics = sorted({r.topic for r in batch})
-                log.error("broker refused %d record(s) for %s: %s", len(batch), topics, exc)
-                return
+                self._refuse(len(batch), exc, sorted({r.topic for r in batch}))
+                return True
             self.sent += len(batch)
             if self._outage.active:
                 self._outage.up(loop.time(), f"delivering {self._count} held message(s)")
-            return
+            return True
+
+    def _refuse(self, n: int, exc: BaseException, topics: list[str]) -> None:
+        first = self._settled + 1
+        self._failures.append((first, first + n - 1, exc))
+        self.failed += n
+        log.error("broker refused %d record(s) for %s: %s", n, topics, exc)
+
+    async def _spill(self) -> None:
+        """The broker went away: move every unsettled record to the spool, in order."""
+        spool = self._spool
+        assert spool is not None
+        self._spooling = True  # from now on send() writes to the spool, behind these
+        records = [r for batch, _, _ in self._pipeline for r in batch] + self._buf
+        for _, _, confirm in self._pipeline:
+            if confirm is not None and not confirm.done():
+                confirm.cancel()  # a late confirmation would only mean a duplicate
+        self._pipeline.clear()
+        self._buf = []
+        first = self._settled + 1
+        self._count = 0
+        self._bytes = 0
+        self._wake_room()
+        if records:
+            # Already accepted: they go in whatever the spool's size bound says.
+            await spool.append([(first + i, r) for i, r in enumerate(records)], force=True)
+
+    async def _drain_spool(self) -> None:
+        """Deliver the spool, oldest first, until it is empty; then sends go to the broker again."""
+        spool = self._spool
+        backend = self._backend
+        assert spool is not None and backend is not None and self._spool_room is not None
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        while True:
+            rows = await spool.head(self._batch_size)
+            if not rows:
+                if spool.rows == 0:
+                    self._spooling = False
+                    return
+                await spool.flushed()  # appends in flight: they are next
+                continue
+            records = [r for _, _, r in rows]
+            try:
+                if not self._connected:
+                    await backend.connect()
+                    self._connected = True
+                await backend.publish(records)
+            except BusUnavailable as exc:
+                self._outage.down(exc, loop.time(), f"{spool.rows} message(s) in the spool")
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except Exception as exc:  # refused for good: report it, and do not retry forever
+                refused: BaseException | None = exc
+            else:
+                refused = None
+                self.sent += len(records)
+                backoff.reset()
+                if self._outage.active:
+                    self._outage.up(loop.time(), f"delivering {spool.rows} spooled message(s)")
+            await spool.remove(rows[-1][0], len(rows), sum(len(r.value) for r in records))
+            mine = sum(1 for _, seq, _ in rows if seq > 0)  # sent by this process
+            if refused is not None:
+                self._refuse(mine, refused, sorted({r.topic for r in records}))
+                self.failed += len(rows) - mine
+            if mine:
+                self._settle(mine)
+            self._spool_room.set()

@@ -24,13 +24,12 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
-from .errors import MissingDependency
+from .errors import BusError, MissingDependency
 from .message import MessageBuilder, MessageType, MLOpsMessage
-from .producer import Producer
 
 __all__ = ["TaskStatus", "Webhook", "reports_status", "task_status"]
 
@@ -122,10 +121,25 @@ class Webhook:
         await self._client.aclose()
 
 
-class TaskStatus:
-    """One task's reports; use :func:`task_status` to create it."""
+class Sender(Protocol):
+    """What status reporting needs of a producer (a :class:`~mlops_async.Producer`)."""
 
-    def __init__(self, producer: Producer[Any], correlation_id: str, *, topic: str,
+    async def send(self, msg: Any, *, topic: Any = ..., key: Any = ...) -> None: ...
+
+    async def flush(self, timeout: float | None = None) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class TaskStatus:
+    """One task's reports; use :func:`task_status` to create it.
+
+    Reporting never holds up the task: START and PROGRESS are queued, and the
+    final report waits for confirmation only while the broker answers (within
+    the producer's ``flush_timeout``); during an outage it stays queued.
+    """
+
+    def __init__(self, producer: Sender, correlation_id: str, *, topic: str,
                  creator: str | None, stage: str | None, webhook: Webhook | None) -> None:
         self.producer = producer
         self.correlation_id = correlation_id
@@ -134,6 +148,7 @@ class TaskStatus:
         self.stage = stage
         self.webhook = webhook
         self.data: dict[str, Any] = {}
+        self._final: tuple[MessageType, str, dict[str, Any]] | None = None
 
     def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
         b = (MessageBuilder().with_msg_type(kind).with_correlation_id(self.correlation_id)
@@ -148,10 +163,16 @@ class TaskStatus:
 
     async def _report(self, kind: MessageType, text: str | None = None, **args: Any) -> None:
         msg = self._message(kind, text, args)
-        await self.producer.send(msg, topic=self.topic, key=self.correlation_id,
-                                 flush=kind is not MessageType.PROGRESS)
+        await self.producer.send(msg, topic=self.topic, key=self.correlation_id)
         if self.webhook is not None:
             self.webhook.post(msg)
+        if kind in (MessageType.COMPLETE, MessageType.FAILURE) and not self.producer.stats().get(
+            "outage"
+        ):
+            try:
+                await self.producer.flush()
+            except BusError as exc:  # a status report must never mask the task's outcome
+                log.warning("task %s: final status not confirmed: %s", self.correlation_id, exc)
 
     async def progress(self, percent: float | None = None, message: str | None = None,
                        **data: Any) -> None:
@@ -161,8 +182,18 @@ class TaskStatus:
         await self._report(MessageType.PROGRESS, message, **data)
 
     def result(self, **data: Any) -> None:
-        """Data to attach to the COMPLETE report."""
+        """Data to attach to the final report (COMPLETE, or FAILURE if the task fails)."""
         self.data.update(data)
+
+    def complete(self, message: str = "completed", **data: Any) -> None:
+        """Set the COMPLETE report's message and data (sent when the block ends)."""
+        self.data.update(data)
+        self._final = (MessageType.COMPLETE, message, dict(self.data))
+
+    def fail(self, message: str = "failed", **data: Any) -> None:
+        """Report FAILURE with ``message`` and ``data`` when the block ends, without raising."""
+        self.data.update(data)
+        self._final = (MessageType.FAILURE, message, dict(self.data))
 
     async def __aenter__(self) -> TaskStatus:
         await self._report(MessageType.START, "started")
@@ -171,17 +202,18 @@ class TaskStatus:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         if exc is None:
-            await self._report(MessageType.COMPLETE, "completed", **self.data)
+            kind, text, data = self._final or (MessageType.COMPLETE, "completed", self.data)
+            await self._report(kind, text, **data)
         elif isinstance(exc, asyncio.CancelledError):
-            await asyncio.shield(self._report(MessageType.FAILURE, "cancelled",
+            await asyncio.shield(self._report(MessageType.FAILURE, "cancelled", **self.data,
                                               error_type="CancelledError", error="cancelled"))
         else:
             # Type and message only: tracebacks can carry paths and secrets.
-            await self._report(MessageType.FAILURE, "failed", error_type=type(exc).__name__,
-                               error=str(exc)[:2000])
+            await self._report(MessageType.FAILURE, "failed", **{
+                **self.data, "error_type": type(exc).__name__, "error": str(exc)[:2000]})
 
 
-def task_status(producer: Producer[Any], correlation_id: str, *, topic: str = "status",
+def task_status(producer: Sender, correlation_id: str, *, topic: str = "status",
                 creator: str | None = None, stage: str | None = None,
                 webhook: Webhook | None = None) -> TaskStatus:
     """Report START/PROGRESS/COMPLETE/FAILURE of one task on ``topic``."""
@@ -189,7 +221,7 @@ def task_status(producer: Producer[Any], correlation_id: str, *, topic: str = "s
                       webhook=webhook)
 
 
-def reports_status(producer: Producer[Any], *, topic: str = "status", creator: str | None = None,
+def reports_status(producer: Sender, *, topic: str = "status", creator: str | None = None,
                    stage: str | None = None, webhook: Webhook | None = None,
                    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Decorator form: the wrapped coroutine takes ``correlation_id=`` as a keyword.

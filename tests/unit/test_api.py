@@ -28,6 +28,7 @@ def test_all_is_exact_and_importable() -> None:
         "status",
         "plugins",
         "top",
+        "spool",
     }
     assert public - modules - {"annotations"} == set(mlops_async.__all__) - {"__version__"}
 

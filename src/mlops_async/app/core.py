@@ -24,6 +24,7 @@ from ..errors import BusError, ConfigurationError
 from ..metrics import Metrics
 from ..producer import Producer
 from ..queues import AppConfig, Queue, load_config, schema_of, url_of
+from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
 from .lag import LagWatcher
 from .outcome import Outcomes
@@ -341,10 +342,8 @@ class App:
         return alive and all(consumers.values()), detail
 
     def task(self, correlation_id: str, *, queue: str = "status", creator: str | None = None,
-             stage: str | None = None, webhook: Any = None) -> Any:
+             stage: str | None = None, webhook: Webhook | None = None) -> TaskStatus:
         """Report a task's status on the app's ``queue`` (declared or not); app must be started."""
-        from ..status import task_status
-
         if not self._producers:
             raise ConfigurationError("start the app before reporting task status")
         q = self.queues.get(queue) or Queue(name=queue)
