@@ -20,6 +20,7 @@ from .codec import Codec
 from .consumer import Consumer
 from .deadletter import DeadLetter
 from .errors import (
+    AuthenticationError,
     BusClosed,
     BusError,
     BusUnavailable,
@@ -48,6 +49,7 @@ __all__ = [
     "App",
     "AppConfig",
     "AppFailed",
+    "AuthenticationError",
     "Backend",
     "BusClosed",
     "BusError",

@@ -12,6 +12,7 @@ from typing import Any
 from . import __version__
 from .admin import Admin
 from .demo import DemoResult, run_demo
+from .endpoint import redact
 from .errors import BusError, ConfigurationError
 from .message import MessageType, MLOpsMessage
 
@@ -27,7 +28,8 @@ def _demo(args: argparse.Namespace) -> int:
         return _demo_plain(args)
 
     console = Console()
-    console.print(f"[bold]mlops_async demo[/] on [cyan]{args.url}[/] with {args.records} records")
+    console.print(f"[bold]mlops_async demo[/] on [cyan]{redact(args.url)}[/] with "
+                  f"{args.records} records")
     with Progress(
         TextColumn("{task.description:<9}"),
         BarColumn(),
@@ -235,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner: Any = _admin(args)
         return int(asyncio.run(runner))
     except BusError as exc:
-        print(f"mlops-async: {exc}", file=sys.stderr)
+        print(f"mlops-async: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -31,6 +31,7 @@ from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, Codec
 from .deadletter import dead_letter_record
 from .errors import (
+    AuthenticationError,
     BusClosed,
     BusError,
     BusUnavailable,
@@ -159,6 +160,13 @@ class Consumer(AsyncResource, Generic[M]):
             await self._backend.connect()
             if self._topics:
                 await self._open_subscription()
+        except AuthenticationError as exc:
+            # Not an outage: no retry can help, in strict or lenient mode.
+            log.error("consumer: %s", exc)
+            self._started = False
+            self._stop_ticker()
+            await self._backend.close()
+            raise
         except BusUnavailable as exc:
             if self.strict:
                 self._started = False  # a later start() tries again

@@ -12,10 +12,19 @@ import asyncio
 import importlib.util
 import logging
 import os
+from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigurationError
 
-__all__ = ["ENV_VAR", "PROBE_ENDPOINTS", "resolve_url", "seed_url"]
+__all__ = [
+    "ENV_VAR",
+    "PROBE_ENDPOINTS",
+    "Credentials",
+    "redact",
+    "resolve_url",
+    "seed_url",
+    "split_url",
+]
 
 log = logging.getLogger("mlops_async")
 
@@ -29,6 +38,49 @@ _DEFAULT_ENDPOINTS = {
     "redis": "localhost:6379/0",
     "rediss": "localhost:6379/0",
 }
+
+
+class Credentials:
+    """``user:password`` taken out of a URL; the password never shows in a repr."""
+
+    __slots__ = ("password", "user")
+
+    def __init__(self, user: str, password: str | None) -> None:
+        self.user = user
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"Credentials({self.user!r}, {'***' if self.password else None})"
+
+
+def split_url(url: str) -> tuple[str, Credentials | None, dict[str, str]]:
+    """``scheme://[user[:password]@]hosts[/path][?query]`` -> (URL without the userinfo
+    and query, credentials, query parameters). Percent-escapes in user and password
+    are decoded (a password with ``@`` or ``:`` is written ``%40``/``%3A``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigurationError(f"not a bus URL: {redact(url)!r} (expected e.g. kafka://host:9092)")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    creds = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        creds = Credentials(unquote(user), unquote(password) if colon else None)
+    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    return f"{scheme}://{netloc}{slash}{path}", creds, params
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    out = []
+    for part in text.split("://"):
+        head, at, tail = part.partition("@")
+        if at and ":" in head and "/" not in head and " " not in head:
+            user = head.rsplit(":", 1)[0]
+            part = f"{user}:***@{tail}"
+        out.append(part)
+    return "://".join(out)
 
 
 def seed_url(orchestrator: str, endpoint: str | None) -> str:

@@ -6,6 +6,7 @@ Every error the library raises derives from :class:`BusError`; driver errors
 
     BusError                      retriable: bool says whether trying again may help
     ├── BusUnavailable            the broker cannot be reached (retriable)
+    ├── AuthenticationError       the broker refused the credentials (not retriable)
     ├── BusClosed                 the producer/consumer was closed
     ├── SendTimeout               the send buffer stayed full past the timeout (retriable)
     ├── PublishError              the broker refused records for good
@@ -22,6 +23,7 @@ Every error the library raises derives from :class:`BusError`; driver errors
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BusClosed",
     "BusError",
     "BusUnavailable",
@@ -48,6 +50,13 @@ class BusUnavailable(BusError):
     """The broker cannot be reached right now."""
 
     retriable = True
+
+
+class AuthenticationError(BusError):
+    """The broker refused the credentials (or the mechanism): retrying will not help.
+
+    Its text names the broker with any password redacted.
+    """
 
 
 class BusClosed(BusError):

@@ -39,6 +39,7 @@ from ._client import AsyncResource, Backoff, Outage, open_backend
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
+    AuthenticationError,
     BusClosed,
     BusError,
     BusUnavailable,
@@ -156,6 +157,7 @@ class Producer(AsyncResource, Generic[M]):
         self._closed = False
         self._start_lock = asyncio.Lock()
         self._outage = Outage("producer")
+        self._auth_failed = False
         self.sent = 0
         self.failed = 0
 
@@ -187,6 +189,13 @@ class Producer(AsyncResource, Generic[M]):
             try:
                 await self._backend.connect()
                 self._connected = True
+            except AuthenticationError as exc:
+                if self.strict:
+                    await self._backend.close()
+                    raise
+                # Not an outage: retrying with the same credentials cannot help. Sends
+                # are accepted and refused by the broker (flush() raises PublishError).
+                self._refuse(0, exc, [])
             except BusUnavailable as exc:
                 if self.strict:
                     await self._backend.close()
@@ -639,9 +648,16 @@ class Producer(AsyncResource, Generic[M]):
             return True
 
     def _refuse(self, n: int, exc: BaseException, topics: list[str]) -> None:
-        first = self._settled + 1
-        self._failures.append((first, first + n - 1, exc))
-        self.failed += n
+        if n:
+            first = self._settled + 1
+            self._failures.append((first, first + n - 1, exc))
+            self.failed += n
+        if isinstance(exc, AuthenticationError):
+            # One ERROR for bad credentials, not one per batch.
+            level = logging.DEBUG if self._auth_failed else logging.ERROR
+            self._auth_failed = True
+            log.log(level, "%s; %d record(s) refused", exc, n)
+            return
         log.error("broker refused %d record(s) for %s: %s", n, topics, exc)
 
     async def _spill(self) -> None:

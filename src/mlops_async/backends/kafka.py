@@ -37,19 +37,32 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
     CommitFailedError,
+    IllegalSaslStateError,
     IllegalStateError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordTooLargeError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
-from ..errors import BusError, BusUnavailable, ConfigurationError, MessageTooLarge, PublishError
+from ..endpoint import redact, split_url
+from ..errors import (
+    AuthenticationError,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    MessageTooLarge,
+    PublishError,
+)
 from .base import (
     Backend,
     Delivery,
@@ -92,6 +105,7 @@ _LIBRARY_OPTIONS = {
     "ssl_keyfile",
     "ssl_password",
 }
+_URL_PARAMS = ("sasl_mechanism", "security_protocol")
 _SECRETS = {"sasl_plain_password", "ssl_password", "sasl_oauth_token_provider", "ssl_context"}
 
 _PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -105,6 +119,14 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
     "request_timeout_ms": 15_000,
 }
 
+_AUTH_ERRORS = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
 _TOPIC_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 
@@ -113,6 +135,8 @@ def _translate(exc: BaseException, what: str) -> BusError:
     """aiokafka error -> our error; the original is chained by the caller."""
     if isinstance(exc, BusError):
         return exc
+    if isinstance(exc, _AUTH_ERRORS) or isinstance(exc.__cause__, _AUTH_ERRORS):
+        return AuthenticationError(f"{what}: the broker refused the credentials ({exc})")
     if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
         return PublishError(f"{what}: record larger than the broker or client allows ({exc})")
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError | OSError):
@@ -186,10 +210,39 @@ class KafkaBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaBackend:
-        rest = url.split("://", 1)[1]
-        servers = rest.split("/", 1)[0].split("?", 1)[0]
+        """``kafka://[user:password@]host:9092[,host2:9092][?sasl_mechanism=...]``.
+
+        Credentials in the URL mean SASL (``PLAIN`` unless ``sasl_mechanism``
+        says ``SCRAM-SHA-256``/``SCRAM-SHA-512``) over TLS (``SASL_SSL``), or
+        over plain TCP with ``allow_plaintext_sasl=True``.
+        """
+        base, creds, params = split_url(url)
+        servers = base.split("://", 1)[1].split("/", 1)[0]
         if not servers:
-            raise ConfigurationError(f"no broker address in {url!r}")
+            raise ConfigurationError(f"no broker address in {redact(url)!r}")
+        for key, value in params.items():
+            if key not in _URL_PARAMS:
+                raise ConfigurationError(
+                    f"unknown parameter {key!r} in a Kafka URL (known: {', '.join(_URL_PARAMS)})"
+                )
+            options.setdefault(key, value)
+        if creds is not None:
+            if "sasl_plain_username" in options or "sasl_plain_password" in options:
+                raise ConfigurationError(
+                    "credentials are both in the URL and in sasl_plain_username/"
+                    "sasl_plain_password: give them once"
+                )
+            if creds.password is None:
+                raise ConfigurationError(
+                    "a Kafka URL with a user needs a password: kafka://user:password@host:9092"
+                )
+            options["sasl_plain_username"] = creds.user
+            options["sasl_plain_password"] = creds.password
+            options.setdefault("sasl_mechanism", "PLAIN")
+            options.setdefault(
+                "security_protocol",
+                "SASL_PLAINTEXT" if options.get("allow_plaintext_sasl") else "SASL_SSL",
+            )
         return cls(servers, **options)
 
     def __repr__(self) -> str:  # never shows credentials

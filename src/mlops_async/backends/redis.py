@@ -45,7 +45,14 @@ from redis.commands.core import AsyncScript
 from redis import exceptions as rex
 
 from ..deadletter import dead_letter_record
-from ..errors import BusError, BusUnavailable, ConfigurationError, PublishError
+from ..endpoint import redact
+from ..errors import (
+    AuthenticationError,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    PublishError,
+)
 from .base import (
     Backend,
     Delivery,
@@ -112,6 +119,13 @@ _DEFAULT_SOCKET_TIMEOUT = 10.0
 def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, BusError):
         return exc
+    # Before ConnectionError: redis-py's AuthenticationError is one, but retrying
+    # with the same password never helps.
+    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError
+                  | rex.AuthorizationError | rex.NoPermissionError) or (
+        isinstance(exc, rex.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH"))
+    ):
+        return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | TimeoutError):
         return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
     if isinstance(exc, rex.BusyLoadingError | rex.TryAgainError | rex.ReadOnlyError):
@@ -147,7 +161,7 @@ class RedisBackend(Backend):
                 **options,
             )
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"bad Redis URL or option: {exc}") from None
+            raise ConfigurationError(f"bad Redis URL or option: {redact(str(exc))}") from None
         self.redis: Redis | None = None
         self._add_plain: AsyncScript | None = None
         self._add_full: AsyncScript | None = None

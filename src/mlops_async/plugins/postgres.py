@@ -50,7 +50,14 @@ from ..backends.base import (
     decode_headers,
     encode_headers,
 )
-from ..errors import BusError, BusUnavailable, ConfigurationError, PublishError
+from ..endpoint import redact
+from ..errors import (
+    AuthenticationError,
+    BusError,
+    BusUnavailable,
+    ConfigurationError,
+    PublishError,
+)
 
 __all__ = ["PostgresBackend"]
 
@@ -61,6 +68,9 @@ log = logging.getLogger("mlops_async.postgres")
 def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, BusError):
         return exc
+    if isinstance(exc, asyncpg.exceptions.InvalidPasswordError
+                  | asyncpg.exceptions.InvalidAuthorizationSpecificationError):
+        return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
     if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError
                   | asyncpg.exceptions.CannotConnectNowError
                   | asyncpg.exceptions.InterfaceError):
@@ -92,7 +102,7 @@ class PostgresBackend(Backend):
         return cls(url.replace("postgres://", "postgresql://", 1), **options)
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({re.sub(r'//[^@/]*@', '//***@', self.dsn)})"
+        return f"PostgresBackend({redact(self.dsn)})"
 
     def t(self, name: str) -> str:
         return f"{self.prefix}{name}"
