@@ -121,7 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         if app.metrics is None:
             app.metrics = Metrics(app.name)
-        server = serve_metrics(app.metrics, args.metrics_port, args.metrics_addr)
+        server = serve_metrics(app.metrics, args.metrics_port, args.metrics_addr,
+                               health=app.health, ready=app.readiness)
     try:
         asyncio.run(app.run())
     finally:
@@ -190,7 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("target", help="module:attribute of an mlops_async.App or Pipeline")
     r.add_argument("--url", default=None, help="default bus URL for the app's queues")
     r.add_argument("--config", default=None, help="queues file (.yaml/.toml)")
-    r.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    r.add_argument("--metrics-port", type=int, default=None,
+                   help="serve /metrics, /healthz and /readyz on this port")
     r.add_argument("--metrics-addr", default="127.0.0.1", help="address for /metrics")
     r.add_argument("--concurrency", type=int, default=None, help="max messages in flight")
     r.add_argument("--stage", default=None, help="run only this stage of a Pipeline")

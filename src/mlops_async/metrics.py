@@ -8,11 +8,18 @@ Every series carries the app name; never message content or ids.
 - ``dead_letters_total{app,queue,reason}``
 - ``retries_total{app,queue}``
 - ``consumer_lag{app,queue}`` where the backend can tell
+
+The same server answers ``/healthz`` and ``/readyz`` for Kubernetes probes.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import MissingDependency
 
@@ -77,8 +84,11 @@ class Metrics:
         self.lag.labels(self.app, queue).set(lag)
 
 
+Check = Callable[[], tuple[bool, dict[str, Any]]]
+
+
 class MetricsServer:
-    """``/metrics`` served over HTTP from a daemon thread."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` served over HTTP from a daemon thread."""
 
     def __init__(self, server: Any) -> None:
         self._server = server
@@ -92,8 +102,44 @@ class MetricsServer:
             self._server = None
 
 
-def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``metrics`` at ``http://addr:port/metrics`` until ``close()``."""
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds
+        return None
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1", *,
+                  health: Check | None = None, ready: Check | None = None) -> MetricsServer:
+    """Serve ``metrics`` at ``http://addr:port/metrics`` until ``close()``.
+
+    ``/healthz`` and ``/readyz`` answer from ``health`` and ``ready`` (e.g.
+    :meth:`App.health` and :meth:`App.readiness`, which only read state):
+    200 and a JSON body when ok, 503 otherwise; for Kubernetes probes.
+    """
     prom = _prometheus()
-    server, _thread = prom.start_http_server(port, addr=addr, registry=metrics.registry)
+    metrics_app = prom.make_wsgi_app(metrics.registry)
+    checks = {"/healthz": health, "/readyz": ready}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in checks:
+            check = checks[path]
+            try:
+                ok, detail = check() if check is not None else (True, {})
+            except Exception as exc:  # a probe must answer, not hang or crash the server
+                ok, detail = False, {"error": repr(exc)}
+            body = json.dumps({"ok": ok, **detail}, default=str).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable",
+                           [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+            return [body]
+        result: list[bytes] = metrics_app(environ, start_response)
+        return result
+
+    server = make_server(addr, port, app, _ThreadingServer, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="mlops_async.metrics",
+                     daemon=True).start()
     return MetricsServer(server)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -14,7 +17,9 @@ import redis.asyncio as redis_py
 
 from mlops_async import App, AppFailed, Codec, Consumer, DeadLetter, MLOpsMessage
 from mlops_async.app import PUMP_MAX_RESTARTS
+from mlops_async.metrics import serve_metrics
 
+from ..brokers import free_port
 from ..conftest import make_msg
 from .broken import app as broken_app
 
@@ -85,3 +90,53 @@ def test_cli_run_exits_non_zero_when_the_app_cannot_go_on() -> None:
     )
     assert proc.returncode != 0
     assert "disk on fire" in proc.stderr
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_healthz_and_readyz_follow_the_app() -> None:
+    url = f"memory://probe-{uuid.uuid4().hex[:8]}"
+    app = App("probed", url=url, metrics=True)
+
+    @app.handler(input="in", outputs=["out"])
+    async def relay(msg: MLOpsMessage) -> list[tuple[str, MLOpsMessage]]:
+        return [("out", msg)]
+
+    port = free_port()
+    assert app.metrics is not None
+    server = serve_metrics(app.metrics, port, health=app.health, ready=app.readiness)
+    try:
+        assert (await asyncio.to_thread(_get, port, "/healthz"))[0] == 503  # not started
+        async with app:
+            status, body = await asyncio.to_thread(_get, port, "/healthz")
+            assert status == 200 and body["pumps"] == {"relay": True}
+            assert (await asyncio.to_thread(_get, port, "/readyz"))[0] == 200
+        assert (await asyncio.to_thread(_get, port, "/readyz"))[0] == 503  # stopped
+        broken = App("broken-probe", url="broken://", sleep=_no_wait, metrics=True)
+
+        @broken.handler(input="in", outputs=["out"])
+        async def never(msg: MLOpsMessage) -> None:
+            return None
+
+        assert broken.metrics is not None
+        server2 = serve_metrics(broken.metrics, free_port(), health=broken.health,
+                                ready=broken.readiness)
+        try:
+            with pytest.raises(AppFailed):
+                await broken.run(install_signals=False)
+            status, body = await asyncio.to_thread(_get, server2.port, "/healthz")
+            assert status == 503 and "disk on fire" in str(body["failure"])
+        finally:
+            server2.close()
+    finally:
+        server.close()
+
+
+async def _no_wait(_: float) -> None:
+    return None
