@@ -146,7 +146,8 @@ class PostgresBackend(Backend):
             await sub.close()
         pool, self.pool = self.pool, None
         if pool is not None:
-            await asyncio.wait_for(pool.close(), 10)
+            async with asyncio.timeout(10):
+                await pool.close()
 
     async def _pool(self) -> asyncpg.Pool:
         if self.pool is None:
@@ -290,7 +291,9 @@ class _PgSubscription(Subscription):
                 return out
             try:
                 # NOTIFY wakes us at once; the cap is a safety net for lost notifications.
-                await asyncio.wait_for(self.wake.wait(), min(remaining, self.safety_poll))
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+                async with asyncio.timeout(min(remaining, self.safety_poll)):
+                    await self.wake.wait()
             except TimeoutError:
                 pass
 
@@ -387,6 +390,7 @@ class _PgSubscription(Subscription):
             log.debug("releasing leases on close: %r", exc)
         finally:
             try:
-                await asyncio.wait_for(self.listener.close(), 5)
+                async with asyncio.timeout(5):
+                    await self.listener.close()
             except Exception as exc:
                 log.debug("closing listener: %r", exc)
