@@ -73,15 +73,19 @@ class Codec(Generic[T]):
         self.schema = schema
         self.format = format
         self.max_size = max_size
-        self._mp_dec = msgspec.msgpack.Decoder(schema)
-        self._json_dec = msgspec.json.Decoder(schema)
+        # numpy arrays (see .arrays): msgspec calls these hooks only for types it does
+        # not know, so messages without arrays cost nothing; numpy is never imported here.
+        from .arrays import dec_hook, ext_hook, json_enc_hook, msgpack_enc_hook
+
+        self._mp_dec = msgspec.msgpack.Decoder(schema, dec_hook=dec_hook, ext_hook=ext_hook)
+        self._json_dec = msgspec.json.Decoder(schema, dec_hook=dec_hook)
         self._has_topic = "topic" in getattr(schema, "__struct_fields__", ())
         if format == "msgpack":
             self._marker = bytes([MSGPACK_V1])
-            self._encode = msgspec.msgpack.Encoder().encode
+            self._encode = msgspec.msgpack.Encoder(enc_hook=msgpack_enc_hook).encode
         else:
             self._marker = bytes([JSON_V1])
-            self._encode = msgspec.json.Encoder().encode
+            self._encode = msgspec.json.Encoder(enc_hook=json_enc_hook).encode
 
     def encode(self, msg: T, *, where: str = "") -> bytes:
         """Serialise ``msg``; raises :class:`EncodeError` or :class:`MessageTooLarge`."""
