@@ -1,7 +1,8 @@
 """Credentials in URLs: used or refused clearly, and redacted in every repr, error and log line.
 
-Kafka's SASL is checked here at the option level: the Tansu test broker has no
-SASL listener, so a real handshake cannot be run in this suite.
+Kafka's SASL options are checked here; refused logins against a broker that
+requires SASL are in tests/kafka/test_auth.py. A successful SASL login cannot
+be run in this suite: Tansu only lets an authenticated client create users.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
@@ -82,6 +83,7 @@ log = logging.getLogger("mlops_async.kafka")
 _PRODUCER_PARAMS = frozenset(inspect.signature(AIOKafkaProducer.__init__).parameters) - {"self"}
 _CONSUMER_PARAMS = frozenset(inspect.signature(AIOKafkaConsumer.__init__).parameters) - {"self"}
 _ADMIN_PARAMS = frozenset(inspect.signature(AIOKafkaAdminClient.__init__).parameters) - {"self"}
+_CONN_PARAMS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port"}
 
 # Options the library owns: overriding them would break delivery guarantees.
 _OWNED = {
@@ -302,8 +304,57 @@ class KafkaBackend(Backend):
             await _bounded_stop(producer)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _translate(exc, f"cannot connect to {self.bootstrap_servers}") from exc
+            what = f"cannot connect to {self.bootstrap_servers}"
+            err = _translate(exc, what)
+            if not isinstance(err, AuthenticationError):
+                err = await self._auth_failure(what) or err
+            raise err from exc
         self._producer = producer
+
+    async def _auth_failure(self, what: str) -> AuthenticationError | None:
+        """The SASL refusal behind a failed start, if that is what it was.
+
+        aiokafka's bootstrap logs a refused SASL handshake and raises only
+        "Unable to bootstrap", which reads like an outage (and a SCRAM refusal
+        can surface as a KeyError from its authenticator). One direct
+        connection to the first broker tells the two apart.
+        """
+        protocol = str(self._options.get("security_protocol", "")).upper()
+        if not protocol.startswith("SASL"):
+            return None
+        host, _, port_text = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        port = int(port_text) if port_text.isdigit() else 9092
+        kw = {k: v for k, v in self._kwargs(_CONN_PARAMS, {}).items() if k != "bootstrap_servers"}
+        kw["request_timeout_ms"] = int(self.connect_timeout * 1000)
+        mechanism = kw.get("sasl_mechanism")
+        try:
+            conn = await _within(create_conn(host, port, **kw), self.connect_timeout)
+        except _AUTH_ERRORS as exc:
+            return AuthenticationError(f"{what}: the broker refused the credentials ({exc})")
+        except (KeyError, ValueError) as exc:  # aiokafka's SCRAM exchange got an error reply
+            return AuthenticationError(
+                f"{what}: the broker refused the {mechanism} credentials ({exc!r})"
+            )
+        except KafkaConnectionError:
+            pass  # closed during the handshake, or not there at all: see below
+        except Exception:
+            return None
+        else:
+            conn.close()
+            return None
+        # The broker answers without SASL but drops us during it: it does not
+        # accept this mechanism (or these credentials) and retrying cannot help.
+        kw.update(security_protocol="SSL" if protocol == "SASL_SSL" else "PLAINTEXT",
+                  sasl_mechanism=None)
+        try:
+            conn = await _within(create_conn(host, port, **kw), self.connect_timeout)
+        except Exception:
+            return None  # the broker is away: an outage after all
+        conn.close()
+        return AuthenticationError(
+            f"{what}: the broker closed the connection during SASL {mechanism} "
+            "authentication (mechanism not enabled, or credentials refused)"
+        )
 
     async def close(self) -> None:
         for sub in list(self._subs):
