@@ -155,6 +155,7 @@ class Producer(AsyncResource, Generic[M]):
         self._connected = False
         self._closing = False
         self._closed = False
+        self._released: asyncio.Future[None] | None = None  # set once close() released all
         self._start_lock = asyncio.Lock()
         self._outage = Outage("producer")
         self._auth_failed = False
@@ -217,8 +218,11 @@ class Producer(AsyncResource, Generic[M]):
         word. Cancelling ``close()`` still releases everything before the
         cancellation propagates.
         """
-        if self._closed:
+        if self._released is not None:
+            # Closed, or a close() is under way: return once everything is released.
+            await asyncio.shield(self._released)
             return
+        self._released = asyncio.get_running_loop().create_future()
         self._closing = True
         sender = self._sender
         try:
@@ -233,13 +237,27 @@ class Producer(AsyncResource, Generic[M]):
                     log.warning("producer close: could not deliver everything: %r", exc)
         finally:
             self._closed = True
-            # The clean-up runs to its end even if close() itself is cancelled.
+            # The clean-up runs to its end even if close() itself is cancelled, once
+            # or again while it runs: every step of it is bounded, and a clean-up
+            # left running would hold the connection and the spool's lock.
             cleanup = asyncio.ensure_future(self._release(sender))
-            try:
-                await asyncio.shield(cleanup)
-            except asyncio.CancelledError:
-                await asyncio.wait([cleanup])
-                raise
+            cleanup.add_done_callback(self._on_released)
+            cancelled = False
+            while not cleanup.done():
+                try:
+                    await asyncio.shield(cleanup)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
+            cleanup.result()
+
+    def _on_released(self, cleanup: asyncio.Future[None]) -> None:
+        assert self._released is not None
+        self._released.set_result(None)
+        if not cleanup.cancelled() and cleanup.exception() is not None:
+            # Retrieved here: the close() that ran it raises it, unless it was cancelled.
+            log.debug("producer close: %r", cleanup.exception())
 
     async def _release(self, sender: asyncio.Task[None] | None) -> None:
         if sender is not None:
@@ -259,7 +277,8 @@ class Producer(AsyncResource, Generic[M]):
         self._buf = []
         if unsent and self._spool is not None:
             try:
-                await self._spool.append([(0, r) for r in unsent])
+                # Already accepted: they go in whatever the spool's size bound says.
+                await self._spool.append([(0, r) for r in unsent], force=True)
                 log.warning("producer closed with %d message(s) undelivered: kept in the spool "
                             "%s for the next producer", len(unsent), str(self._spool.directory))
                 unsent = []
@@ -303,12 +322,17 @@ class Producer(AsyncResource, Generic[M]):
             # The common case, kept short: one topic, no key, no headers.
             size = len(value)
             count = self._count
-            if count and (count >= self._max_count or self._bytes + size > self._max_bytes):
-                await self._wait_for_room(1, size)
-            self._buf.append(Record(self._topics[0], value))
-            self._count += 1
-            self._bytes += size
-            self._queued += 1
+            if (
+                count
+                and (count >= self._max_count or self._bytes + size > self._max_bytes)
+                and await self._wait_for_room(1, size)
+            ):
+                await self._send_to_spool(value, topic, key, headers)  # went away meanwhile
+            else:
+                self._buf.append(Record(self._topics[0], value))
+                self._count += 1
+                self._bytes += size
+                self._queued += 1
         else:
             topics = self._topics if topic is None else _topics(topic)
             if not topics:
@@ -317,16 +341,19 @@ class Producer(AsyncResource, Generic[M]):
             h = _headers(headers) if headers else None
             n = len(topics)
             size = len(value) * n
-            if self._count and (
-                self._count + n > self._max_count or self._bytes + size > self._max_bytes
+            if (
+                self._count
+                and (self._count + n > self._max_count or self._bytes + size > self._max_bytes)
+                and await self._wait_for_room(n, size)
             ):
-                await self._wait_for_room(n, size)
-            buf = self._buf
-            for t in topics:
-                buf.append(Record(t, value, k, h))
-            self._count += n
-            self._bytes += size
-            self._queued += n
+                await self._send_to_spool(value, topic, key, headers)  # went away meanwhile
+            else:
+                buf = self._buf
+                for t in topics:
+                    buf.append(Record(t, value, k, h))
+                self._count += n
+                self._bytes += size
+                self._queued += n
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -434,7 +461,12 @@ class Producer(AsyncResource, Generic[M]):
             raise BusClosed("producer is closed")
         await self.start()
 
-    async def _wait_for_room(self, n: int, size: int) -> None:
+    async def _wait_for_room(self, n: int, size: int) -> bool:
+        """Wait until ``n`` records of ``size`` bytes fit in memory.
+
+        Returns True if the broker went away meanwhile and the records must go
+        to the spool instead (memory is for records sent while the broker is up).
+        """
         loop = asyncio.get_running_loop()
         deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
         while self._count and (
@@ -447,10 +479,10 @@ class Producer(AsyncResource, Generic[M]):
             fut = loop.create_future()
             self._room_waiters.append(fut)
             try:
-                if deadline is None:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                # cancellation that arrives as the future completes.
+                async with asyncio.timeout_at(deadline):
                     await fut
-                else:
-                    await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise SendTimeout(
                     f"send buffer full ({self._count} records, {self._bytes} bytes) for "
@@ -459,6 +491,9 @@ class Producer(AsyncResource, Generic[M]):
             finally:
                 with contextlib.suppress(ValueError):
                     self._room_waiters.remove(fut)
+            if self._spooling:
+                return True
+        return False
 
     @property
     def sequence(self) -> int:
@@ -689,6 +724,15 @@ class Producer(AsyncResource, Generic[M]):
         while True:
             rows = await spool.head(self._batch_size)
             if not rows:
+                if spool.rows == 0 and self._outage.active:
+                    # Empty, but the broker is still away: what send() accepts next
+                    # must go to disk too, so stay in spool mode until a send wakes us.
+                    self._wakeup = loop.create_future()
+                    try:
+                        await self._wakeup
+                    finally:
+                        self._wakeup = None
+                    continue
                 if spool.rows == 0:
                     self._spooling = False
                     return

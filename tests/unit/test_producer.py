@@ -193,3 +193,43 @@ async def test_keys_and_headers_reach_the_backend(name: str) -> None:
         await sub.close()
     assert d.key == b"user-1"
     assert d.headers == (("trace", b"abc"), ("b", b"\x00"))
+
+
+class SlowClose(FaultyBackend):
+    """A client whose close() takes a while (a broker that answers slowly)."""
+
+    closed = False
+
+    async def close(self) -> None:
+        await asyncio.sleep(0.2)
+        await super().close()
+        self.closed = True
+
+
+async def test_close_cancelled_again_and_again_still_releases_everything(name: str) -> None:
+    be = SlowClose(name)
+    be.gate.clear()
+    p = Producer(backend=be, topic="t", close_timeout=30)
+    await p.send(make_msg(0))
+    closing = asyncio.create_task(p.close())
+    await asyncio.sleep(0.05)
+    closing.cancel()  # while it waits for delivery
+    for _ in range(2):
+        await asyncio.sleep(0.05)
+        closing.cancel()  # again, while it releases the client
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert be.closed  # released before the cancellation came out
+    assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    await p.close()  # and safe again
+
+
+async def test_a_second_close_returns_once_the_first_released_everything(name: str) -> None:
+    be = SlowClose(name)
+    p = Producer(backend=be, topic="t")
+    await p.send(make_msg(0))
+    first = asyncio.create_task(p.close())
+    await asyncio.sleep(0)
+    await p.close()
+    assert be.closed
+    await first

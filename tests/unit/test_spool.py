@@ -91,3 +91,54 @@ async def test_messages_sent_during_an_outage_arrive_in_order_after_it(tmp_path:
     finally:
         await p.close()
         server.stop()
+
+
+def on_disk(directory: Path) -> int:
+    """Rows committed to the spool file, read as a new process would read it."""
+    import sqlite3
+
+    db = sqlite3.connect(directory / "outbox.sqlite3")
+    try:
+        return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_sends_after_an_idle_start_during_an_outage_are_on_disk(tmp_path: Path) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    p: Producer = Producer(nowhere, topic="t", spool=tmp_path, flush_timeout=0.1,
+                           close_timeout=0.1)
+    await p.start()
+    await asyncio.sleep(0.2)  # the sender looks at the empty spool before anything is sent
+    for i in range(5):
+        await p.send(make_msg(i))
+        assert on_disk(tmp_path) == i + 1  # accepted means on disk while the broker is away
+    await p.close()
+
+
+async def test_a_send_waiting_for_room_when_the_broker_goes_away_goes_to_disk(
+    tmp_path: Path,
+) -> None:
+    from .faults import FaultyBackend
+
+    be = FaultyBackend(f"spool-{tmp_path.name}")
+    be.gate.clear()  # the first publish hangs until the broker "fails"
+    p: Producer = Producer(backend=be, topic="t", buffer_size=1, batch_size=1, spool=tmp_path,
+                           flush_timeout=0.1, close_timeout=0.1)
+    await p.send(make_msg(0))
+    waiting = asyncio.create_task(p.send(make_msg(1)))  # memory is full: it waits
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    be.down = True
+    be.gate.set()  # the broker refuses: the sender moves everything to the spool
+    await asyncio.wait_for(waiting, 5)
+    assert on_disk(tmp_path) == 2  # the waiting send was accepted onto disk, not into memory
+    be.down = False
+    async with Consumer(f"memory://spool-{tmp_path.name}", topic="t", group="g",
+                        auto_offset_reset="earliest") as c:
+        got: list[int] = []
+        async with asyncio.timeout(20):
+            while len(got) < 2:
+                got += [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
+    assert got == [0, 1]
+    await p.close()
