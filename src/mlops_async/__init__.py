@@ -34,6 +34,7 @@ from .errors import (
     NotSupported,
     PublishError,
     SendTimeout,
+    TooManyDeliveries,
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
 from .pipeline import Pipeline
@@ -82,6 +83,7 @@ __all__ = [
     "SendTimeout",
     "Stage",
     "Subscription",
+    "TooManyDeliveries",
     "TopicInfo",
     "__version__",
     "load_config",

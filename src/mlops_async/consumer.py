@@ -38,6 +38,7 @@ from .errors import (
     ConfigurationError,
     DecodeError,
     MessageTooLarge,
+    TooManyDeliveries,
 )
 from .message import MLOpsMessage
 from .producer import _topics
@@ -76,6 +77,7 @@ class Consumer(AsyncResource, Generic[M]):
         commit_interval: float = 1.0,
         on_invalid: Literal["dead_letter", "raise"] = "dead_letter",
         dead_letter_topic: str = "{topic}.dlq",
+        max_deliveries: int | None = 5,
         strict: bool = False,
         backend: Backend | None = None,
         **client_options: Any,
@@ -104,6 +106,10 @@ class Consumer(AsyncResource, Generic[M]):
         self._commit_interval = commit_interval
         self._on_invalid = on_invalid
         self._dlq = dead_letter_topic
+        self._max_deliveries = max_deliveries
+        # Handed out too often (where the broker counts): dead-lettered before
+        # anything else is handed out.
+        self._poison: list[Delivery] = []
         self.strict = strict
         self._backend = backend
 
@@ -343,6 +349,8 @@ class Consumer(AsyncResource, Generic[M]):
             sub = self._sub
             if sub is not None and sub.epoch != self._epoch:
                 self._drop_revoked()
+            if self._poison:
+                await self._dead_letter_poison()
             buf = self._buf
             while buf:
                 d = buf.popleft()
@@ -389,6 +397,8 @@ class Consumer(AsyncResource, Generic[M]):
             await self._refill(wait_for_topics=False, timeout=timeout)
         if self._sub is not None and self._sub.epoch != self._epoch:
             self._drop_revoked()
+        if self._poison:
+            await self._dead_letter_poison()
         limit = max_messages or self._prefetch
         out: list[M] = []
         buf = self._buf
@@ -527,6 +537,12 @@ class Consumer(AsyncResource, Generic[M]):
                     raise
                 if finished:
                     self._last_ack = time.monotonic()
+                limit = self._max_deliveries
+                if sub.counts_deliveries and limit is not None and batch:
+                    poison = [d for d in batch if d.attempts > limit]
+                    if poison:
+                        self._poison += poison
+                        batch = [d for d in batch if d.attempts <= limit]
                 if task is not None and task.cancelling() > cancels:
                     # The driver swallowed a cancellation (CPython 3.11 wait_for):
                     # keep the batch for the next call and let the cancellation through.
@@ -568,8 +584,30 @@ class Consumer(AsyncResource, Generic[M]):
             self._inflight[id(d)] = d
             exc.delivery = d
             raise exc
+        try:
+            await self._to_dead_letters(d, exc)
+        except BaseException:
+            self._buf.appendleft(d)  # not acknowledged: met again next time
+            raise
+
+    async def _dead_letter_poison(self) -> None:
+        poison, self._poison = self._poison, []
+        for i, d in enumerate(poison):
+            exc = TooManyDeliveries(
+                f"delivered {d.attempts} times, more than max_deliveries={self._max_deliveries}, "
+                f"and never acknowledged at {d.where()}"
+            )
+            try:
+                await self._to_dead_letters(d, exc, attempts=d.attempts)
+            except BaseException:
+                self._poison[:0] = poison[i:]  # not acknowledged: met again next time
+                raise
+
+    async def _to_dead_letters(self, d: Delivery, exc: BaseException, attempts: int = 1) -> None:
+        """Publish ``d`` with the reason to its dead-letter topic; then it may be acknowledged."""
+        where = d.where()
         dlq = self._dlq.format(topic=d.topic)
-        record = dead_letter_record(dlq, d, exc)
+        record = dead_letter_record(dlq, d, exc, attempts=attempts)
         assert self._backend is not None
         while True:
             try:
@@ -577,8 +615,7 @@ class Consumer(AsyncResource, Generic[M]):
                 break
             except BusUnavailable as pub_exc:
                 if self.strict:
-                    self._buf.appendleft(d)  # not acknowledged: met again next time
-                    raise
+                    raise  # not acknowledged: the caller puts it back
                 self._outage.down(pub_exc, asyncio.get_running_loop().time())
                 await asyncio.sleep(self._backoff.next_delay())
         # Acknowledged only now that its dead letter is safely on the broker.

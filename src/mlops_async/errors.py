@@ -17,6 +17,7 @@ Every error the library raises derives from :class:`BusError`; driver errors
         ├── InvalidMessage        MessageBuilder.build() found a required field unset
         ├── MessageTooLarge       the payload is over the configured size limit
         ├── EncodeError           the message could not be serialised
+        ├── TooManyDeliveries     handed out more than max_deliveries times, never acknowledged
         └── DecodeError           bytes that are not a valid message of the schema
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "NotSupported",
     "PublishError",
     "SendTimeout",
+    "TooManyDeliveries",
 ]
 
 
@@ -103,6 +105,10 @@ class MessageTooLarge(MessageError):
         self.where = where
         at = f" ({where})" if where else ""
         super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes{at}")
+
+
+class TooManyDeliveries(MessageError):
+    """A message was handed out more than ``max_deliveries`` times and never acknowledged."""
 
 
 class EncodeError(MessageError):

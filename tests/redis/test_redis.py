@@ -134,17 +134,17 @@ async def test_restart_under_the_same_name_rereads_its_pending_first(redis_url: 
 
 
 async def test_poison_message_goes_to_dead_letters_after_max_deliveries(redis_url: str) -> None:
+    """Redis counts deliveries; the Consumer's max_deliveries policy dead-letters the entry."""
     topic, group = name("rt"), name("g")
     await produce(redis_url, topic, 1)
-    opts = {"claim_idle_ms": 0, "claim_interval": 0.0, "max_deliveries": 2}
+    opts = {"claim_idle_ms": 0, "claim_interval": 0.0}
     deliveries = 0
-    for k in range(5):  # each consumer takes the entry and "crashes" without acking
-        be = create_backend(redis_url, consumer_name=f"crasher-{k}", **opts)
-        await be.connect()
-        sub = await be.subscribe([topic], group=group, auto_offset_reset="earliest")
-        got = await sub.fetch(10, 0.2)
-        deliveries += len(got)
-        await crash(be)
+    for k in range(5):  # each consumer takes the entry and gives up without acking it
+        async with Consumer(redis_url, topic=topic, group=group, consumer_name=f"crasher-{k}",
+                            auto_offset_reset="earliest", max_deliveries=2, **opts) as c:
+            got = await c.get_messages(timeout=0.3)
+            deliveries += len(got)
+            await c.close(processed=False)
         if not got:
             break
     assert deliveries == 2, "delivered max_deliveries times, then dead-lettered"
@@ -152,7 +152,7 @@ async def test_poison_message_goes_to_dead_letters_after_max_deliveries(redis_ur
                         auto_offset_reset="earliest") as dlq:
         (letter,) = await dlq.get_messages(timeout=2)
     assert letter.source_topic == topic and letter.attempts == 3
-    assert "max_deliveries=2" in letter.error
+    assert letter.error_type == "TooManyDeliveries" and "max_deliveries=2" in letter.error
     async with Consumer(redis_url, topic=topic, group=group, **opts) as c:
         assert await c.get_messages(timeout=0.3) == []  # acknowledged: never loops again
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from ..errors import NotSupported
+from ..errors import BusError, NotSupported
 
 __all__ = [
     "Backend",
     "Delivery",
+    "ErrorMap",
     "GroupInfo",
     "Headers",
     "OffsetReset",
@@ -33,6 +35,7 @@ __all__ = [
     "cancel_safe",
     "decode_headers",
     "encode_headers",
+    "map_errors",
 ]
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -53,6 +56,31 @@ def decode_headers(raw: bytes) -> Headers:
 
 
 OffsetReset = Literal["earliest", "latest"]
+
+
+ErrorMap = Sequence[tuple[Any, Callable[[str], BusError]]]
+
+
+@contextmanager
+def map_errors(what: str, errors: ErrorMap) -> Iterator[None]:
+    """Translate the driver errors a backend lists; let everything else through unchanged.
+
+    Each entry of ``errors`` is ``(exception types, or a predicate on the exception,
+    our error class)``; the first that matches wins and the driver's exception is
+    chained as ``__cause__``. An unlisted exception (a bug, a TypeError) propagates
+    as it is, never disguised as "cannot connect".
+    """
+    try:
+        yield
+    except BusError:
+        raise
+    except Exception as exc:
+        for match, ours in errors:
+            hit = (isinstance(exc, match) if isinstance(match, type | tuple)
+                   else bool(match(exc)))
+            if hit:
+                raise ours(f"{what}: {exc or type(exc).__name__}") from exc
+        raise
 
 
 async def cancel_safe(awaitable: Awaitable[T]) -> T:
@@ -102,6 +130,20 @@ class Delivery(msgspec.Struct, gc=False):
     position: Any = None
     fault: str | None = None
     raw: tuple[tuple[bytes, bytes], ...] | None = None
+    #: How many times the broker handed this record out (0: the broker does not count).
+    attempts: int = 0
+    #: When the broker stored the record (seconds since the epoch), where it says.
+    timestamp: float | None = None
+
+    def broker_time(self) -> float | None:
+        """``timestamp``, or the time in a Redis stream id (``<ms>-<seq>``)."""
+        if self.timestamp is not None:
+            return self.timestamp
+        if isinstance(self.offset, str):
+            ms, dash, _ = self.offset.partition("-")
+            if dash and ms.isdigit():
+                return int(ms) / 1000
+        return None
 
     def where(self) -> str:
         """Where this came from, for error messages: ``topic[partition]@offset``."""
@@ -152,6 +194,9 @@ class Subscription(ABC):
     #: trip, or in-process): the Consumer then sends acks with every fetch;
     #: otherwise it batches them (``prefetch`` at a time, or every ``commit_interval``).
     cheap_ack: bool = False
+    #: True when deliveries carry the broker's delivery count (``Delivery.attempts``):
+    #: the Consumer then dead-letters records handed out too many times.
+    counts_deliveries: bool = False
 
     def owns(self, delivery: Delivery) -> bool:
         """False once ``delivery`` belongs to another group member."""
@@ -185,6 +230,15 @@ class Backend(ABC):
     """One connection to a broker, used by one Producer, Consumer or Admin."""
 
     scheme: str = ""
+
+    @classmethod
+    def option_names(cls) -> frozenset[str] | None:
+        """Every option this backend takes (its own and its driver's), or None if undeclared.
+
+        Declared names let Producer/Consumer/Admin/App reject a misspelled or
+        foreign option when they are constructed, naming the closest known ones.
+        """
+        return None
     #: Largest payload the broker client accepts, if it has a limit; the
     #: Producer lowers its own size limit to it so send() fails early and clearly.
     max_record_size: int | None = None

@@ -14,9 +14,10 @@ Consuming in a group: ``XGROUP CREATE ... MKSTREAM`` at ``$`` (latest) or
 ``0`` (earliest); each consumer instance has a unique name. A consumer first
 re-reads its own pending entries, then takes over entries that other
 consumers left pending for longer than ``claim_idle_ms`` (``XAUTOCLAIM``),
-then reads new ones (``XREADGROUP ... >``). Entries delivered more than
-``max_deliveries`` times go to the dead-letter stream ``<topic>.dlq`` with the
-reason, instead of looping forever. ``XACK`` is sent in batches, only for
+then reads new ones (``XREADGROUP ... >``). Re-read and claimed entries carry
+Redis's delivery count (``Delivery.attempts``): the Consumer dead-letters an
+entry handed out more than ``max_deliveries`` times instead of looping forever.
+``XACK`` is sent in batches, only for
 entries the Consumer acknowledged. A consumer that closes hands its
 unfinished entries back at once (it marks them idle so the next claim takes
 them). Without a group: ``XREAD`` from the last id seen (broadcast).
@@ -44,7 +45,6 @@ from redis.commands.core import AsyncScript
 
 from redis import exceptions as rex
 
-from ..deadletter import dead_letter_record
 from ..endpoint import redact
 from ..errors import (
     AuthenticationError,
@@ -107,8 +107,6 @@ _LIBRARY_OPTIONS = {
     "maxlen": 1_000_000,
     "claim_idle_ms": 30_000,
     "claim_interval": 1.0,
-    "max_deliveries": 5,
-    "dead_letter_topic": "{topic}.dlq",
     "consumer_name": None,
     "max_connections": 32,
     "pool_timeout": 10.0,
@@ -145,8 +143,6 @@ class RedisBackend(Backend):
         self.maxlen: int | None = lib["maxlen"]
         self.claim_idle_ms = int(lib["claim_idle_ms"])
         self.claim_interval = float(lib["claim_interval"])
-        self.max_deliveries = int(lib["max_deliveries"])
-        self.dead_letter_topic: str = lib["dead_letter_topic"]
         self.consumer_name: str | None = lib["consumer_name"]
         for owned in ("decode_responses", "connection_pool"):
             if owned in options:
@@ -430,6 +426,7 @@ class _BroadcastSubscription(_RedisSubscription):
 
 class _GroupSubscription(_RedisSubscription):
     cheap_ack = True  # XACK rides in the same pipeline as the next XREADGROUP
+    counts_deliveries = True  # re-read and claimed entries carry XPENDING's count
 
     def __init__(self, backend: RedisBackend, keys: list[str], group: str, name: str) -> None:
         super().__init__(backend, keys)
@@ -518,7 +515,11 @@ class _GroupSubscription(_RedisSubscription):
         return await self._screen(out) if out else out
 
     async def _screen(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """Dead-letter entries delivered more than ``max_deliveries`` times."""
+        """Record how often each re-read or claimed entry was delivered (``attempts``).
+
+        The Consumer decides what too many is (``max_deliveries``); this only
+        reports the count Redis keeps.
+        """
         be = self.backend
         redis = be._client()
         counts: dict[str, int] = {}
@@ -531,31 +532,10 @@ class _GroupSubscription(_RedisSubscription):
                 key, self.group, min=min(ids, key=_id_order), max=max(ids, key=_id_order),
                 count=len(ds) * 4 + 10, consumername=self.name))
             for p in info:
-                eid = p["message_id"].decode()
-                counts[eid] = int(p["times_delivered"])
-        keep: list[Delivery] = []
-        poison: list[Delivery] = []
+                counts[p["message_id"].decode()] = int(p["times_delivered"])
         for d in deliveries:
-            if counts.get(str(d.offset), 0) > be.max_deliveries:
-                poison.append(d)
-            else:
-                keep.append(d)
-        if poison:
-            records = [
-                dead_letter_record(
-                    be.dead_letter_topic.format(topic=d.topic), d,
-                    RuntimeError(f"delivered {counts[str(d.offset)]} times, more than "
-                                 f"max_deliveries={be.max_deliveries}; never acknowledged"),
-                    attempts=counts[str(d.offset)],
-                )
-                for d in poison
-            ]
-            await be.publish(records)
-            await self.ack(poison)
-            for d in poison:
-                log.warning("dead-lettered %s after %d deliveries", d.where(),
-                            counts[str(d.offset)])
-        return keep
+            d.attempts = counts.get(str(d.offset), 0)
+        return deliveries
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
