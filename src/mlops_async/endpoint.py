@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 from urllib.parse import parse_qsl, unquote
 
 from .errors import ConfigurationError
@@ -40,6 +41,13 @@ _DEFAULT_ENDPOINTS = {
 }
 
 
+# scheme://user:password@ -- the password runs to the last "@" before a blank or quote.
+_USERINFO = re.compile(r"""(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'"]*:)[^\s'"]*@""")
+_SECRET_PARAM = re.compile(
+    r"""(?P<key>[?&;][A-Za-z_.]*(?:password|passwd|secret|token)=)[^&;\s'"]*""", re.IGNORECASE
+)
+
+
 class Credentials:
     """``user:password`` taken out of a URL; the password never shows in a repr."""
 
@@ -61,26 +69,26 @@ def split_url(url: str) -> tuple[str, Credentials | None, dict[str, str]]:
     if not sep:
         raise ConfigurationError(f"not a bus URL: {redact(url)!r} (expected e.g. kafka://host:9092)")
     rest, _, query = rest.partition("?")
-    netloc, slash, path = rest.partition("/")
     creds = None
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
+    if "@" in rest:
+        # The last "@" ends the userinfo, so a password with an unescaped "/"
+        # or "@" still never ends up in a host name (or an error naming one).
+        userinfo, _, rest = rest.rpartition("@")
         user, colon, password = userinfo.partition(":")
         creds = Credentials(unquote(user), unquote(password) if colon else None)
+    netloc, slash, path = rest.partition("/")
     params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     return f"{scheme}://{netloc}{slash}{path}", creds, params
 
 
 def redact(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    out = []
-    for part in text.split("://"):
-        head, at, tail = part.partition("@")
-        if at and ":" in head and "/" not in head and " " not in head:
-            user = head.rsplit(":", 1)[0]
-            part = f"{user}:***@{tail}"
-        out.append(part)
-    return "://".join(out)
+    """``text`` with every URL password (userinfo or ``password=``-like parameter) as ``***``.
+
+    Errs on the side of hiding: anything between ``user:`` and the last ``@``
+    of a URL is taken for a password.
+    """
+    text = _USERINFO.sub(r"\g<head>***@", text)
+    return _SECRET_PARAM.sub(r"\g<key>***", text)
 
 
 def seed_url(orchestrator: str, endpoint: str | None) -> str:

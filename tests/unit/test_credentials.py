@@ -83,3 +83,28 @@ async def test_a_password_never_shows_in_reprs_errors_or_logs(
     texts.append(caplog.text)
     for text in texts:
         assert SECRET not in text and QUOTED not in text, text
+
+
+def test_an_unescaped_slash_or_at_in_a_password_never_reaches_a_host() -> None:
+    for raw in ("p/w", "p@w", "p/w@x"):
+        u = f"kafka://alice:{raw}@h:9092"
+        base, creds, _ = split_url(u)
+        assert base == "kafka://h:9092"
+        assert creds is not None and creds.password == raw
+        be = create_backend(u, allow_plaintext_sasl=True)
+        assert isinstance(be, KafkaBackend) and be.bootstrap_servers == "h:9092"
+        assert raw not in repr(be) and raw not in redact(u)
+
+
+def test_password_parameters_are_redacted_too() -> None:
+    url = f"postgresql://u@h/db?sslmode=disable&password={QUOTED}"
+    assert redact(url) == "postgresql://u@h/db?sslmode=disable&password=***"
+    be = create_backend(url)
+    assert QUOTED not in repr(be) and SECRET not in repr(be)
+
+
+def test_a_redis_user_needs_a_password() -> None:
+    with pytest.raises(ConfigurationError, match="needs a password"):
+        create_backend("redis://alice@h:6379/0")
+    create_backend("redis://alice@h:6379/0", password="pw")  # given as an option instead
+    create_backend(f"redis://:{QUOTED}@h:6379/0")  # the default user
