@@ -148,7 +148,7 @@ class TaskStatus:
         self.stage = stage
         self.webhook = webhook
         self.data: dict[str, Any] = {}
-        self._final: tuple[MessageType, str, dict[str, Any]] | None = None
+        self._final: tuple[MessageType, str] | None = None  # set by complete() / fail()
 
     def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
         b = (MessageBuilder().with_msg_type(kind).with_correlation_id(self.correlation_id)
@@ -161,14 +161,14 @@ class TaskStatus:
             b.with_user_msg(text)
         return b.build()
 
-    async def _report(self, kind: MessageType, text: str | None = None, **args: Any) -> None:
+    async def _report(self, kind: MessageType, text: str | None, args: dict[str, Any],
+                      *, confirm: bool = False) -> None:
+        # The data travels as one dict, so any key a task chooses ("text", "kind") is fine.
         msg = self._message(kind, text, args)
         await self.producer.send(msg, topic=self.topic, key=self.correlation_id)
         if self.webhook is not None:
             self.webhook.post(msg)
-        if kind in (MessageType.COMPLETE, MessageType.FAILURE) and not self.producer.stats().get(
-            "outage"
-        ):
+        if confirm and not self.producer.stats().get("outage"):
             try:
                 await self.producer.flush()
             except BusError as exc:  # a status report must never mask the task's outcome
@@ -179,38 +179,49 @@ class TaskStatus:
         """Send a PROGRESS report (``percent`` and any JSON-able data)."""
         if percent is not None:
             data["percent"] = percent
-        await self._report(MessageType.PROGRESS, message, **data)
+        await self._report(MessageType.PROGRESS, message, data)
 
     def result(self, **data: Any) -> None:
         """Data to attach to the final report (COMPLETE, or FAILURE if the task fails)."""
         self.data.update(data)
 
     def complete(self, message: str = "completed", **data: Any) -> None:
-        """Set the COMPLETE report's message and data (sent when the block ends)."""
+        """Set the COMPLETE report's message and add ``data`` (sent when the block ends)."""
         self.data.update(data)
-        self._final = (MessageType.COMPLETE, message, dict(self.data))
+        self._final = (MessageType.COMPLETE, message)
 
     def fail(self, message: str = "failed", **data: Any) -> None:
-        """Report FAILURE with ``message`` and ``data`` when the block ends, without raising."""
+        """Report FAILURE with ``message`` and ``data`` when the block ends, without raising.
+
+        For a task that handled its error itself; an exception leaving the
+        block reports FAILURE on its own (with the error's type and message).
+        """
         self.data.update(data)
-        self._final = (MessageType.FAILURE, message, dict(self.data))
+        self._final = (MessageType.FAILURE, message)
 
     async def __aenter__(self) -> TaskStatus:
-        await self._report(MessageType.START, "started")
+        await self._report(MessageType.START, "started", {})
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         if exc is None:
-            kind, text, data = self._final or (MessageType.COMPLETE, "completed", self.data)
-            await self._report(kind, text, **data)
-        elif isinstance(exc, asyncio.CancelledError):
-            await asyncio.shield(self._report(MessageType.FAILURE, "cancelled", **self.data,
-                                              error_type="CancelledError", error="cancelled"))
+            kind, text = self._final or (MessageType.COMPLETE, "completed")
+            await self._report(kind, text, self.data, confirm=True)
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            # Queued, not confirmed: the cancellation goes on at once (the producer's
+            # flush or close delivers the report).
+            text, error_type, error, confirm = "cancelled", "CancelledError", "cancelled", False
         else:
             # Type and message only: tracebacks can carry paths and secrets.
-            await self._report(MessageType.FAILURE, "failed", **{
-                **self.data, "error_type": type(exc).__name__, "error": str(exc)[:2000]})
+            text, error_type, error, confirm = "failed", type(exc).__name__, str(exc)[:2000], True
+        try:
+            await self._report(MessageType.FAILURE, text,
+                               {**self.data, "error_type": error_type, "error": error},
+                               confirm=confirm)
+        except BusError as report_exc:  # the task's own error is the one to propagate
+            log.warning("task %s: FAILURE report not sent: %s", self.correlation_id, report_exc)
 
 
 def task_status(producer: Sender, correlation_id: str, *, topic: str = "status",

@@ -71,6 +71,74 @@ async def test_decorator_form() -> None:
     assert got[-1].creator == "evaluate"
 
 
+async def test_complete_sets_the_message_and_data_of_the_final_report() -> None:
+    url = f"memory://status-{uuid.uuid4().hex[:6]}"
+    async with Producer(url) as p:
+        async with p.task("run-c") as t:
+            t.result(accuracy=0.9)
+            t.complete("model saved", path="s3://models/7", text="any key is fine")
+    *_, done = await statuses(url, n=2)
+    assert done.msg_type is MessageType.COMPLETE and done.user_message == "model saved"
+    assert done.additional_arguments == {"accuracy": 0.9, "path": "s3://models/7",
+                                         "text": "any key is fine"}
+
+
+async def test_fail_reports_failure_with_its_message_and_data_without_raising() -> None:
+    url = f"memory://status-{uuid.uuid4().hex[:6]}"
+    async with Producer(url) as p:
+        async with p.task("run-f") as t:
+            t.fail("input had no rows", rows=0)
+            t.result(source="s3://d")  # data set after fail() is reported too
+    *_, failure = await statuses(url, n=2)
+    assert failure.msg_type is MessageType.FAILURE
+    assert failure.user_message == "input had no rows"
+    assert failure.additional_arguments == {"rows": 0, "source": "s3://d"}
+
+
+async def test_automatic_failure_keeps_the_error_and_the_result_data() -> None:
+    url = f"memory://status-{uuid.uuid4().hex[:6]}"
+    async with Producer(url) as p:
+        with pytest.raises(RuntimeError, match="diverged"):
+            async with p.task("run-a") as t:
+                t.result(epoch=3)
+                t.complete("never sent")  # the exception decides the outcome
+                raise RuntimeError("diverged")
+    *_, failure = await statuses(url, n=2)
+    assert failure.msg_type is MessageType.FAILURE
+    assert failure.additional_arguments == {"epoch": 3, "error_type": "RuntimeError",
+                                            "error": "diverged"}
+
+
+async def test_a_cancelled_task_reports_failure_and_stays_cancelled() -> None:
+    url = f"memory://status-{uuid.uuid4().hex[:6]}"
+    async with Producer(url) as p:
+        entered = asyncio.Event()
+
+        async def job() -> None:
+            async with p.task("run-x"):
+                entered.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(job())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    *_, failure = await statuses(url, n=2)
+    assert failure.msg_type is MessageType.FAILURE
+    assert failure.additional_arguments["error_type"] == "CancelledError"
+    assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_a_report_that_cannot_be_sent_never_masks_the_task_error() -> None:
+    p: Producer = Producer(f"memory://status-{uuid.uuid4().hex[:6]}")
+    await p.start()
+    with pytest.raises(ValueError, match="the real error"):
+        async with p.task("run-m"):
+            await p.close()  # the FAILURE report will meet a closed producer
+            raise ValueError("the real error")
+
+
 class Recorder:
     """A tiny HTTP server on loopback that records POST bodies and headers."""
 
