@@ -5,7 +5,8 @@
 
 POST /jobs publishes a START message on the jobs topic, runs the job in the
 background (reporting PROGRESS and COMPLETE/FAILURE on the status topic) and
-answers 202 at once. GET /jobs/{id} answers with the latest status, read
+answers 202 at once with the job's id: the request's ``correlation_id`` when
+the orchestrator sends one, a new id otherwise. GET /jobs/{id} answers with the latest status, read
 back from the status topic, so any replica of the service can answer it.
 """
 
@@ -33,6 +34,8 @@ class JobRequest(BaseModel):
     dataset: str
     epochs: int = 3
     fail: bool = False
+    # The orchestrator's id for this job, if it has one: every status report carries it.
+    correlation_id: str | None = None
 
 
 class StatusBoard:
@@ -99,12 +102,12 @@ app = FastAPI(title="jobs", lifespan=lifespan)
 
 @app.post("/jobs", status_code=202)
 async def create_job(req: JobRequest) -> dict[str, str]:
-    job_id = new_id()
+    job_id = req.correlation_id or new_id()
     producer: Producer[Any] = app.state.producer
     await producer.send(
         MessageBuilder().with_msg_type(MessageType.START).with_creator_type("jobs-api")
         .with_correlation_id(job_id).with_next_task(Stage.TRAIN)
-        .with_additional_arguments(req.model_dump()).build(),
+        .with_additional_arguments(req.model_dump(exclude={"correlation_id"})).build(),
         topic=JOBS_TOPIC,
     )
     task = asyncio.create_task(run_job(producer, job_id, req))

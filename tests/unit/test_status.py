@@ -238,6 +238,15 @@ async def drive_fastapi(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
             assert status["data"] == {"accuracy": 0.93, "dataset": "s3://d"}
             assert failed.json()["data"]["error"] == "diverged at epoch 1"
             assert (await client.get("/jobs/nope")).status_code == 404
+            # An orchestrator's own correlation id is used, not a new one.
+            r = await client.post("/jobs", json={"dataset": "s3://e", "epochs": 1,
+                                                 "correlation_id": "orch-42"})
+            assert r.json()["id"] == "orch-42"
+            for _ in range(200):
+                if (await client.get("/jobs/orch-42")).json().get("status") == "COMPLETE":
+                    break
+                await asyncio.sleep(0.02)
+            assert (await client.get("/jobs/orch-42")).json()["status"] == "COMPLETE"
 
 
 async def test_fastapi_service_on_memory(monkeypatch: pytest.MonkeyPatch) -> None:
