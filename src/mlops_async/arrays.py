@@ -59,6 +59,19 @@ _FORTRAN = 0x01
 _HEAD = struct.Struct("<BBBB")  # version, flags, ndim, len(dtype string)
 _KINDS = "biufc"  # bool, signed, unsigned, float, complex: fixed-size plain numbers
 
+# Headers by array type, both ways: a stream carries few distinct (dtype, shape)
+# pairs, and building or parsing a header costs more than the copy of a small array.
+_Spec = tuple[Any, tuple[int, ...], str, int]  # dtype, shape, order, bytes of elements
+_ENC_HEADS: dict[tuple[Any, tuple[int, ...], int], bytes] = {}
+_DEC_HEADS: dict[bytes, _Spec] = {}
+_CACHE_MAX = 1024
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_MAX:  # bounded: a stream of ever-new shapes starts afresh
+        cache.clear()
+    cache[key] = value
+
 
 def _numpy() -> Any:
     """numpy if it was imported, else None: no array can exist without it."""
@@ -81,22 +94,30 @@ def _check_dtype(dtype: Any) -> None:
 # -- msgpack -------------------------------------------------------------------------
 
 
+def _head(dtype: Any, shape: tuple[int, ...], flags: int) -> bytes:
+    _check_dtype(dtype)
+    if len(shape) > 255:  # numpy allows 64 today; the header byte bounds it anyway
+        raise TypeError(f"cannot send an array of {len(shape)} dimensions")
+    typestr: bytes = dtype.str.encode("ascii")
+    return (_HEAD.pack(_VERSION, flags, len(shape), len(typestr)) + typestr
+            + struct.pack(f"<{len(shape)}Q", *shape))
+
+
 def _pack(np: Any, arr: Any) -> bytes:
-    _check_dtype(arr.dtype)
-    flags = 0
     if arr.flags.c_contiguous:
-        flat = arr
+        flags, flat = 0, arr
     elif arr.flags.f_contiguous:
         flags, flat = _FORTRAN, arr.T  # the transpose of an F-ordered array is C-ordered
     else:  # a strided view: the one case that needs a copy before sending
-        flat = np.ascontiguousarray(arr)
-    if arr.ndim > 255:  # numpy allows 64 today; the header byte bounds it anyway
-        raise TypeError(f"cannot send an array of {arr.ndim} dimensions")
-    typestr = arr.dtype.str.encode("ascii")
-    head = _HEAD.pack(_VERSION, flags, arr.ndim, len(typestr)) + typestr
-    dims = struct.pack(f"<{arr.ndim}Q", *arr.shape)
-    # One copy: the header and the elements joined into the extension's bytes.
-    return b"".join((head, dims, flat.reshape(-1).view(np.uint8).data))
+        flags, flat = 0, np.ascontiguousarray(arr)
+    key = (arr.dtype, arr.shape, flags)
+    head = _ENC_HEADS.get(key)
+    if head is None:
+        head = _head(arr.dtype, arr.shape, flags)
+        _remember(_ENC_HEADS, key, head)
+    # One copy: header and elements joined into the extension's bytes (the buffer
+    # protocol hands over a C-contiguous array's memory as it is).
+    return b"".join((head, flat))
 
 
 def msgpack_enc_hook(obj: Any) -> Any:
@@ -114,6 +135,14 @@ def msgpack_enc_hook(obj: Any) -> Any:
     raise _unsupported(obj)
 
 
+def _parse_head(np: Any, data: memoryview, ndim: int, dlen: int, flags: int) -> _Spec:
+    dtype = np.dtype(bytes(data[_HEAD.size:_HEAD.size + dlen]).decode("ascii"))
+    if dtype.kind not in _KINDS or dtype.fields is not None:
+        raise ValueError(f"ndarray extension names dtype {dtype}, which is not numeric")
+    shape = struct.unpack_from(f"<{ndim}Q", data, _HEAD.size + dlen)
+    return dtype, shape, "F" if flags & _FORTRAN else "C", math.prod(shape) * dtype.itemsize
+
+
 def _unpack(np: Any, data: memoryview) -> Any:
     size = len(data)
     if size < _HEAD.size:
@@ -126,19 +155,25 @@ def _unpack(np: Any, data: memoryview) -> Any:
     offset = _HEAD.size + dlen + 8 * ndim
     if size < offset:
         raise ValueError("ndarray extension is shorter than its header says")
-    dtype = np.dtype(bytes(data[_HEAD.size:_HEAD.size + dlen]).decode("ascii"))
-    if dtype.kind not in _KINDS or dtype.fields is not None:
-        raise ValueError(f"ndarray extension names dtype {dtype}, which is not numeric")
-    shape = struct.unpack_from(f"<{ndim}Q", data, _HEAD.size + dlen)
-    count = math.prod(shape)
-    if count * dtype.itemsize != size - offset:
+    key = data[:offset].tobytes()
+    spec = _DEC_HEADS.get(key)
+    if spec is None:
+        spec = _parse_head(np, data, ndim, dlen, flags)
+        _remember(_DEC_HEADS, key, spec)
+    dtype, shape, order, nbytes = spec
+    if nbytes != size - offset:
         raise ValueError(
             f"ndarray extension holds {size - offset} bytes of elements; shape {shape} "
-            f"of {dtype} needs {count * dtype.itemsize}"
+            f"of {dtype} needs {nbytes}"
         )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    arr = arr.reshape(shape, order="F" if flags & _FORTRAN else "C")
-    arr.flags.writeable = False  # a view over the received bytes, whatever buffer held them
+    # No copy: the array reads the received bytes in place (and keeps them alive).
+    # order= only when needed: parsing the keyword costs about as much as the call itself.
+    if order == "C":
+        arr = np.ndarray(shape, dtype, data, offset)
+    else:
+        arr = np.ndarray(shape, dtype, data, offset, order=order)
+    if not data.readonly:  # bytes are read-only already; a bytearray from a backend is not
+        arr.flags.writeable = False
     return arr
 
 
