@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 from types import TracebackType
 from typing import Any, Self
 
-from .backends import Backend, create_backend
-from .endpoint import resolve_url
+from .backends import Backend, check_options, create_backend
+from .endpoint import ENV_VAR, resolve_url, seed_url
 
 log = logging.getLogger("mlops_async")
 
-__all__ = ["Backoff", "Outage", "open_backend"]
+__all__ = ["Backoff", "Outage", "open_backend", "where_to"]
+
+
+def where_to(
+    url: str | None, orchestrator: str | None, endpoint: str | None, options: dict[str, Any]
+) -> tuple[str | None, str | None, str | None, dict[str, Any]]:
+    """Normalise how a client was told where the broker is, and check its options now.
+
+    Accepts the seed's positional form ``Consumer("kafka:9092", "kafka")``
+    (endpoint, then orchestrator). When the broker is already known (URL, seed
+    arguments or ``MLOPS_BUS_URL``), options the backend does not take raise
+    :class:`ConfigurationError` here, at construction; otherwise when it starts.
+    """
+    if url is not None and "://" not in url and orchestrator is not None and endpoint is None:
+        url, endpoint = None, url
+    target = url or (seed_url(orchestrator, endpoint) if orchestrator else None)
+    target = target or os.environ.get(ENV_VAR)
+    if target:
+        options = check_options(target, options)
+    return url, orchestrator, endpoint, options
 
 
 async def open_backend(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._client import AsyncResource, open_backend
+from ._client import AsyncResource, open_backend, where_to
 from .backends import Backend, GroupInfo, PartitionLag, TopicInfo
 from .errors import BusClosed
 
@@ -21,12 +21,14 @@ class Admin(AsyncResource):
     def __init__(
         self,
         url: str | None = None,
-        *,
         orchestrator: str | None = None,
+        *,
         orchestrator_endpoint: str | None = None,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
+        url, orchestrator, orchestrator_endpoint, client_options = where_to(
+            url, orchestrator, orchestrator_endpoint, client_options)
         self._url = url
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint

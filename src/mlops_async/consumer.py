@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend
+from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, Codec
@@ -63,11 +63,11 @@ class Consumer(AsyncResource, Generic[M]):
     def __init__(
         self,
         url: str | None = None,
+        orchestrator: str | None = None,
         *,
         topic: str | Sequence[str] | None = None,
         group: str | None = None,
         auto_offset_reset: OffsetReset = "latest",
-        orchestrator: str | None = None,
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
         max_message_size: int = DEFAULT_MAX_SIZE,
@@ -92,6 +92,8 @@ class Consumer(AsyncResource, Generic[M]):
             raise ConfigurationError("prefetch must be at least 1")
         # The seed's spelling: group_id=..., as aiokafka calls it.
         group = group or client_options.pop("group_id", None)
+        url, orchestrator, orchestrator_endpoint, client_options = where_to(
+            url, orchestrator, orchestrator_endpoint, client_options)
         self._url = url
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint

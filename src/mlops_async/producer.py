@@ -35,7 +35,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend
+from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -88,9 +88,9 @@ class Producer(AsyncResource, Generic[M]):
     def __init__(
         self,
         url: str | None = None,
+        orchestrator: str | None = None,
         *,
         topic: str | Sequence[str] | None = None,
-        orchestrator: str | None = None,
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
         format: Format = "msgpack",
@@ -112,6 +112,12 @@ class Producer(AsyncResource, Generic[M]):
     ) -> None:
         if batch_size < 1 or buffer_size < batch_size:
             raise ValueError("need 1 <= batch_size <= buffer_size")
+        # The older Kafka client's max_block_ms is how long send() may wait for room.
+        if "max_block_ms" in client_options:
+            block = client_options.pop("max_block_ms")
+            send_timeout = send_timeout if send_timeout is not None else float(block) / 1000
+        url, orchestrator, orchestrator_endpoint, client_options = where_to(
+            url, orchestrator, orchestrator_endpoint, client_options)
         if spool is not None and strict:
             raise ConfigurationError("spool= keeps messages through outages; strict=True "
                                      "raises instead: choose one")

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from mlops_async import ConfigurationError, MissingDependency, Producer
+from mlops_async import Admin, ConfigurationError, Consumer, MissingDependency, Producer
 from mlops_async.backends import create_backend, register_backend
 from mlops_async.backends.memory import MemoryBackend
 from mlops_async.endpoint import resolve_url, seed_url
@@ -52,6 +52,36 @@ def test_register_backend() -> None:
     assert isinstance(be, MemoryBackend) and be.name == "named"
 
 
-async def test_memory_rejects_client_options() -> None:
-    with pytest.raises(ConfigurationError, match="acks"):
-        await Producer("memory://x", topic="t", acks="all").start()
+async def test_memory_ignores_kafka_options_with_one_warning_and_rejects_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Seed code written for Kafka that fell back to the in-memory bus runs unchanged.
+    p: Producer = Producer("memory://x", topic="t", acks="all", max_request_size=1 << 20)
+    await p.start()
+    await p.close()
+    warned = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
+    assert len(warned) == 1 and "acks" in warned[0] and "max_request_size" in warned[0]
+    with pytest.raises(ConfigurationError, match="retention_ms"):
+        Producer("memory://x", topic="t", retention_ms=5)  # at construction, not start
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "kafka://127.0.0.1:1",
+                                 "postgresql://u@127.0.0.1:1/db", "memory://x"])
+def test_unknown_options_fail_at_construction_naming_the_closest(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="claim_timeout"):
+        Consumer(url, topic="t", group="g", claim_timeout=0.5)
+    with pytest.raises(ConfigurationError, match="nope"):
+        Admin(url, nope=1)
+
+
+def test_a_misspelled_redis_option_names_the_right_one() -> None:
+    with pytest.raises(ConfigurationError, match="did you mean claim_idle_ms"):
+        Consumer("redis://127.0.0.1:1/0", topic="t", group="g", claim_idle=100)
+
+
+def test_the_seeds_positional_endpoint_and_orchestrator() -> None:
+    c: Consumer = Consumer("kafka:9092", "kafka", topic=["a", "b"], group_id="g")
+    assert c._url is None and c._endpoint == "kafka:9092" and c._orchestrator == "kafka"
+    assert c.group == "g" and c.get_subscriptions() == ["a", "b"]
+    p: Producer = Producer("localhost:9092", "kafka", topic="t", max_block_ms=2500)
+    assert p._send_timeout == 2.5

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._client import Backoff
+from ..backends import check_options
 from ..consumer import Consumer
 from ..endpoint import resolve_url
 from ..errors import BusError, ConfigurationError
@@ -33,6 +34,9 @@ from .route import AppFailed, Handler, Route
 __all__ = ["App"]
 
 log = logging.getLogger("mlops_async.app")
+
+# Consumer arguments an app sets for each input: a queue's options may not override them.
+_CONSUMER_ARGS = frozenset({"topic", "group", "schema", "commit", "on_invalid"})
 
 
 class App:
@@ -75,6 +79,9 @@ class App:
             Metrics(name) if metrics is True else metrics if isinstance(metrics, Metrics) else None
         )
         self.client_options: dict[str, Any] = dict(client_options or {})
+        if self.url is not None:  # known now: a wrong option fails here, not at start
+            self.client_options = check_options(self.url, self.client_options)
+            check_options(self.url, {**self.client_options, **(consumer_options or {})})
         self._sleep = sleep
         self._consumer_options = consumer_options or {}
         self._routes: list[Route] = []
@@ -176,6 +183,11 @@ class App:
             q = self.queues[route.input]
             url = url_of(q, default) or default
             inputs.append((q, url))
+            taken = _CONSUMER_ARGS & set(q.options)
+            if taken:
+                raise ConfigurationError(
+                    f"queue {q.name!r}: options {sorted(taken)} are set by the app itself"
+                )
             options: dict[str, Any] = {"auto_offset_reset": "earliest", **self.client_options,
                                        **self._consumer_options, **q.options}
             route.consumer = Consumer(

@@ -8,15 +8,19 @@ entry-point group (``scheme = "package.module:BackendClass"``).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from ..endpoint import redact
 from ..errors import ConfigurationError, MissingDependency
 from .base import Backend, Delivery, GroupInfo, PartitionLag, Record, Subscription, TopicInfo
 
 __all__ = [
+    "KAFKA_CLIENT_OPTIONS",
     "Backend",
     "Delivery",
     "GroupInfo",
@@ -24,6 +28,7 @@ __all__ = [
     "Record",
     "Subscription",
     "TopicInfo",
+    "check_options",
     "create_backend",
     "register_backend",
 ]
@@ -39,6 +44,24 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     # postgresql:// comes from the entry point in pyproject.toml (a plugin).
 }
 _REGISTERED: dict[str, BackendFactory | str] = {}
+
+log = logging.getLogger("mlops_async")
+_warned: set[str] = set()
+
+#: Client options of the Kafka clients the seed code was written for: harmless on
+#: the in-memory bus (ignored there with a warning), so such code runs unchanged.
+KAFKA_CLIENT_OPTIONS = frozenset({
+    "acks", "api_version", "auto_commit_interval_ms", "auto_offset_reset", "batch_size",
+    "bootstrap_servers", "buffer_memory", "client_id", "compression_type",
+    "connections_max_idle_ms", "enable_auto_commit", "enable_idempotence", "fetch_max_bytes",
+    "fetch_max_wait_ms", "fetch_min_bytes", "group_id", "heartbeat_interval_ms",
+    "key_deserializer", "key_serializer", "linger_ms", "max_batch_size", "max_block_ms",
+    "max_in_flight_requests_per_connection", "max_partition_fetch_bytes",
+    "max_poll_interval_ms", "max_poll_records", "max_request_size", "metadata_max_age_ms",
+    "partitioner", "receive_buffer_bytes", "reconnect_backoff_ms", "request_timeout_ms",
+    "retries", "retry_backoff_ms", "security_protocol", "send_buffer_bytes",
+    "session_timeout_ms", "value_deserializer", "value_serializer",
+})
 
 
 def register_backend(scheme: str, factory: BackendFactory | str) -> None:
@@ -64,30 +87,72 @@ def _load(path: str, extra: str | None) -> Any:
     return getattr(module, attr)
 
 
-def _factory(scheme: str) -> BackendFactory:
+def _backend(scheme: str) -> Any:
+    """The backend class (or factory) registered for ``scheme``, imported on first use."""
     found: BackendFactory | str | None = _REGISTERED.get(scheme)
     extra = None
     if found is None:
         builtin = _BUILTIN.get(scheme)
         if builtin is not None:
             found, extra = builtin
+    plugins = {ep.name: ep.value for ep in entry_points(group="mlops_async.backends")}
+    if found is None and scheme in plugins:
+        found = plugins[scheme]
+        extra = "postgres" if found.startswith("mlops_async.plugins.postgres") else None
     if found is None:
-        for ep in entry_points(group="mlops_async.backends"):
-            if ep.name == scheme:
-                found = ep.value
-                extra = "postgres" if ep.value.startswith("mlops_async.plugins.postgres") else None
-                break
-    if found is None:
-        known = ", ".join(sorted({*_BUILTIN, *_REGISTERED}))
+        known = ", ".join(sorted({*_BUILTIN, *_REGISTERED, *plugins}))
         raise ConfigurationError(f"no backend for scheme {scheme!r}:// (known: {known})")
-    obj = _load(found, extra) if isinstance(found, str) else found
-    factory: BackendFactory = getattr(obj, "from_url", obj)
-    return factory
+    return _load(found, extra) if isinstance(found, str) else found
+
+
+def check_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Reject options the backend for ``url`` does not take; returns the options to use.
+
+    Raises :class:`ConfigurationError` naming each unknown option and the
+    closest known ones. Kafka client options given to the in-memory bus (code
+    written for Kafka that fell back to it) are dropped with one warning.
+    A backend that declares no options (``option_names()`` is None) takes anything.
+    """
+    scheme = _scheme(url)
+    names = getattr(_backend(scheme), "option_names", lambda: None)()
+    if names is None:
+        return options
+    unknown = [k for k in options if k not in names]
+    if not unknown:
+        return options
+    if scheme == "memory":
+        foreign = [k for k in unknown if k in KAFKA_CLIENT_OPTIONS]
+        if foreign:
+            new = sorted(set(foreign) - _warned)
+            if new:
+                _warned.update(new)
+                log.warning("memory:// ignores these Kafka client options: %s", ", ".join(new))
+            options = {k: v for k, v in options.items() if k not in foreign}
+            unknown = [k for k in unknown if k not in foreign]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, sorted(names), n=3, cutoff=0.5)
+            hints.append(f"{k} (did you mean {' or '.join(close)}?)" if close else k)
+        raise ConfigurationError(f"unknown option(s) for {scheme}://: {', '.join(hints)}")
+    return options
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ConfigurationError(
+            f"not a bus URL: {redact(url)!r} (expected e.g. kafka://host:9092)")
+    return scheme.lower()
 
 
 def create_backend(url: str, **options: Any) -> Backend:
-    """Create the backend for ``url``; ``options`` go to its broker client."""
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        raise ConfigurationError(f"not a bus URL: {url!r} (expected e.g. kafka://host:9092)")
-    return _factory(scheme.lower())(url, **options)
+    """Create the backend for ``url``; ``options`` go to its broker client.
+
+    Raises :class:`ConfigurationError` for an unknown scheme or option, and
+    :class:`MissingDependency` when the scheme's extra is not installed.
+    """
+    options = check_options(url, options)
+    obj = _backend(_scheme(url))
+    factory: BackendFactory = getattr(obj, "from_url", obj)
+    return factory(url, **options)

@@ -142,7 +142,7 @@ def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
         return PublishError(f"{what}: record larger than the broker or client allows ({exc})")
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError | OSError):
-        return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
+        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
     if isinstance(exc, KafkaError) and exc.retriable:
         return BusUnavailable(f"{what}: {exc}")
     return PublishError(f"{what}: {exc!r}")
@@ -209,6 +209,11 @@ class KafkaBackend(Backend):
         self._partitioner = DefaultPartitioner()
         self._sticky: dict[str, int] = {}
         self._subs: set[_KafkaSubscription] = set()
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        return (_PRODUCER_PARAMS | _CONSUMER_PARAMS | _ADMIN_PARAMS | frozenset(_LIBRARY_OPTIONS)
+                | frozenset(_OWNED) | frozenset(_URL_PARAMS))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaBackend:

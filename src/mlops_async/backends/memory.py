@@ -322,6 +322,10 @@ class MemoryBackend(Backend):
         self.bus: MemoryBroker | None = None
 
     @classmethod
+    def option_names(cls) -> frozenset[str]:
+        return frozenset({"retention"})
+
+    @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryBackend:
         name = url.split("://", 1)[1].strip("/") if "://" in url else url
         return cls(name or "default", **options)

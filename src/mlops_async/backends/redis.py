@@ -33,6 +33,7 @@ duplicates apart.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -41,11 +42,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.commands.core import AsyncScript
 
 from redis import exceptions as rex
 
-from ..endpoint import redact
+from ..endpoint import redact, split_url
 from ..errors import (
     AuthenticationError,
     BusError,
@@ -112,6 +114,13 @@ _LIBRARY_OPTIONS = {
     "pool_timeout": 10.0,
 }
 _DEFAULT_SOCKET_TIMEOUT = 10.0
+# What redis-py's connections take (plus the two the backend refuses with a reason).
+_CONNECTION_OPTIONS = frozenset(
+    name
+    for cls in (AbstractConnection, Connection, SSLConnection)
+    for name in inspect.signature(cls.__init__).parameters
+) - {"self", "kwargs", "host", "port", "db"} | {
+    "decode_responses", "connection_pool", "ssl"}
 
 
 def _translate(exc: BaseException, what: str) -> BusError:
@@ -125,7 +134,7 @@ def _translate(exc: BaseException, what: str) -> BusError:
     ):
         return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | TimeoutError):
-        return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
+        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
     if isinstance(exc, rex.BusyLoadingError | rex.TryAgainError | rex.ReadOnlyError):
         return BusUnavailable(f"{what}: {exc}")
     return PublishError(f"{what}: {exc!r}")
@@ -147,6 +156,14 @@ class RedisBackend(Backend):
         for owned in ("decode_responses", "connection_pool"):
             if owned in options:
                 raise ConfigurationError(f"{owned} cannot be set: the backend reads raw bytes")
+        _, creds, params = split_url(url)
+        if creds is not None and creds.password is None and not (
+            "password" in options or "password" in params
+        ):
+            raise ConfigurationError(
+                "a Redis URL with a user needs a password: redis://user:password@host:6379/0 "
+                "(or redis://:password@host:6379/0 for the default user)"
+            )
         options.setdefault("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
         options.setdefault("socket_connect_timeout", 5.0)
         options.setdefault("health_check_interval", 30)
@@ -163,6 +180,10 @@ class RedisBackend(Backend):
         self._add_full: AsyncScript | None = None
         self.trimmed_pending = 0
         self._subs: set[_RedisSubscription] = set()
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        return frozenset(_LIBRARY_OPTIONS) | _CONNECTION_OPTIONS
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:

@@ -28,6 +28,7 @@ immediate without polling (a slow poll remains as a safety net).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
@@ -74,7 +75,7 @@ def _translate(exc: BaseException, what: str) -> BusError:
     if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError
                   | asyncpg.exceptions.CannotConnectNowError
                   | asyncpg.exceptions.InterfaceError):
-        return BusUnavailable(f"{what}: {exc or type(exc).__name__}")
+        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
     return PublishError(f"{what}: {exc!r}")
 
 
@@ -96,6 +97,11 @@ class PostgresBackend(Backend):
         self.channel = f"{table_prefix}messages"
         self.pool: asyncpg.Pool | None = None
         self._subs: set[_PgSubscription] = set()
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        connect = frozenset(inspect.signature(asyncpg.connect).parameters) - {"dsn", "loop"}
+        return frozenset({"table_prefix", "lease_seconds", "maxlen", "pool_size"}) | connect
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresBackend:
