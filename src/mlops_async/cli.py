@@ -148,6 +148,24 @@ def _child_args(args: argparse.Namespace) -> list[list[str]]:
     return out
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .asyncapi import asyncapi_document, render
+    from .queues import import_object
+
+    fmt = args.format or ("json" if args.out and args.out.endswith(".json") else "yaml")
+    text = render(asyncapi_document(import_object(args.target), url=args.url), fmt)
+    if args.out:
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write {args.out}: {exc}") from exc
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from .app import replay_dead_letters
 
@@ -199,6 +217,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--replicas", type=int, default=None, help="run the stage as N processes")
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="stage parameter (repeatable)")
+    a = sub.add_parser("docs", help="AsyncAPI 3.0 document: mlops-async docs module:app")
+    a.add_argument("target", help="module:attribute of an mlops_async.App or Pipeline")
+    a.add_argument("--out", default=None, help="write to this file (.yaml/.yml/.json)")
+    a.add_argument("--format", choices=["yaml", "json"], default=None,
+                   help="output format (default: from --out, else yaml)")
+    a.add_argument("--url", default=None, help="default bus URL for the servers")
     t = sub.add_parser("top", help="live view of every queue: rates, lag, dead letters")
     t.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
     t.add_argument("--group", default=None, help="only this consumer group")
@@ -231,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "dlq":
             return _dlq(args)
+        if args.command == "docs":
+            return _docs(args)
         if args.command == "top":
             from .top import run_top
 
