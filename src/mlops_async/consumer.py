@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Any, Generic, Literal
 
@@ -313,6 +313,94 @@ class Consumer(AsyncResource, Generic[M]):
                 self.received += 1
                 return msg
         return (await self._next())[0]
+
+    async def batches(
+        self, max_messages: int = 256, max_wait: float = 0.05
+    ) -> AsyncIterator[list[M]]:
+        """``async for batch in consumer.batches(...)``: non-empty lists of messages.
+
+        A batch holds up to ``max_messages``: what is buffered at once, or what
+        arrives within ``max_wait`` seconds of its first message. At-least-once
+        as for ``async for msg in consumer``: a batch is acknowledged once the
+        loop body that received it finished (the next batch is asked for, or the
+        consumer closes); undecodable payloads go to the dead letters as usual.
+        """
+        if max_messages < 1 or max_wait < 0:
+            raise ConfigurationError("batches() needs max_messages >= 1 and max_wait >= 0")
+        while True:
+            inflight = self._inflight
+            if inflight and self._auto:
+                self._finished.extend(inflight.values())
+                inflight.clear()
+                if self._ack_due():
+                    async with self._lock:
+                        await self._ack_finished()
+            batch = [msg for msg, _ in await self._take(max_messages, max_wait, wait=True)]
+            if not batch:
+                return  # closed
+            yield batch
+
+    async def receive_many(
+        self, max_messages: int, max_wait: float
+    ) -> list[tuple[M, Delivery]]:
+        """Up to ``max_messages`` messages with their deliveries, for code that acks itself.
+
+        Waits for the first message, then at most ``max_wait`` seconds more for
+        the batch to fill. Use with ``commit="manual"`` and :meth:`ack`.
+        """
+        return await self._take(max_messages, max_wait, wait=True)
+
+    async def _take(self, n: int, max_wait: float, *, wait: bool) -> list[tuple[M, Delivery]]:
+        out: list[tuple[M, Delivery]] = []
+        inflight = self._inflight
+        decode = self._codec.decode
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            sub = self._sub
+            if sub is not None and sub.epoch != self._epoch:
+                self._drop_revoked()
+            if self._poison:
+                await self._dead_letter_poison()
+            buf = self._buf
+            taken = len(out)
+            while buf and len(out) < n:
+                d = buf.popleft()
+                try:
+                    msg = decode(d.value, topic=d.topic)
+                except (DecodeError, MessageTooLarge) as exc:
+                    await self._invalid(d, exc)
+                    continue
+                inflight[id(d)] = d
+                out.append((msg, d))
+            self.received += len(out) - taken
+            if len(out) >= n or self._closed:
+                return out
+            if out:
+                if deadline is None:
+                    deadline = loop.time() + max_wait
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return out
+                await self._refill(wait_for_topics=False, timeout=remaining)
+            else:
+                await self._refill(wait_for_topics=wait)
+
+    @property
+    def envelope(self) -> Delivery | None:
+        """Where the message most recently handed out came from: topic, partition,
+        offset, key, headers, ``broker_time()``; None when no message is in hand.
+
+        Read from what the consumer already keeps, so it costs nothing unless asked.
+        """
+        inflight = self._inflight
+        return next(reversed(inflight.values())) if inflight else None
+
+    @property
+    def envelopes(self) -> list[Delivery]:
+        """The envelopes of every message in hand, in the order they were handed out
+        (the list ``get_messages`` returned, or the current batch)."""
+        return list(self._inflight.values())
 
     async def receive(self) -> tuple[M, Delivery]:
         """The next message and its delivery, for code that acknowledges each one itself.
