@@ -15,7 +15,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from mlops_async import Consumer, DecodeError, EncodeError, MessageBuilder, MessageType, Producer
+from mlops_async import (
+    App,
+    Consumer,
+    DecodeError,
+    EncodeError,
+    MessageBuilder,
+    MessageType,
+    Producer,
+)
 from mlops_async.arrays import EXT_NDARRAY, JSON_TAG, from_json, schema_hook
 from mlops_async.codec import Codec
 
@@ -238,6 +246,39 @@ async def test_memory_bus_end_to_end() -> None:
         await p.send(Embedded("u", emb), flush=True)
         got = await c.get_messages(max_messages=1, timeout=5)
     same(got[0].embedding, emb)
+
+
+class Scaled(msgspec.Struct):
+    user: str
+    scaled: npt.NDArray[np.float64]
+
+
+async def test_engine_handlers_take_and_return_arrays() -> None:
+    url = "memory://arrays-engine"
+    app = App("scaler", url=url)
+    app.queue("rows", schema=f"{__name__}:Embedded")
+    app.queue("scaled", schema=f"{__name__}:Scaled")
+
+    @app.handler(input="rows", outputs=["scaled"])
+    async def scale(row: Embedded) -> list[tuple[str, Any]]:
+        out = row.embedding.astype(np.float64) * 2  # the received view is read-only: new array
+        if row.user.endswith("1"):  # a dict output is converted to the queue's schema
+            return [("scaled", {"user": row.user, "scaled": out})]
+        return [("scaled", Scaled(row.user, out))]
+
+    async with app, Producer(url, topic="rows", schema=Embedded) as p, Consumer(
+        url, topic="scaled", group="g", schema=Scaled, auto_offset_reset="earliest"
+    ) as c:
+        await p.send_many([Embedded(f"u{i}", np.full(4, i, np.float32)) for i in range(2)],
+                          flush=True)
+        got: list[Scaled] = []
+        for _ in range(30):  # bounded: a missing output fails the test, never hangs it
+            got += await c.get_messages(max_messages=2, timeout=1)
+            if len(got) >= 2:
+                break
+    by_user = {m.user: m.scaled for m in got}
+    same(by_user["u0"], np.zeros(4))
+    same(by_user["u1"], np.full(4, 2.0))
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
