@@ -191,8 +191,10 @@ class Producer(AsyncResource, Generic[M]):
             if self._spool is not None:
                 await self._spool.open()
                 self._spool_room = asyncio.Event()
-                # Records an earlier producer left go out first, in order.
+                # Records an earlier producer left go out first, in order, and count as
+                # queued here: flush() and close() wait for them like for our own.
                 self._spooling = self._spool.rows > 0
+                self._queued += self._spool.rows
             try:
                 await self._backend.connect()
                 self._connected = True
@@ -763,10 +765,9 @@ class Producer(AsyncResource, Generic[M]):
                 if self._outage.active:
                     self._outage.up(loop.time(), f"delivering {spool.rows} spooled message(s)")
             await spool.remove(rows[-1][0], len(rows), sum(len(r.value) for r in records))
-            mine = sum(1 for _, seq, _ in rows if seq > 0)  # sent by this process
+            # Every row has its place in this producer's sequence: its own sends, what
+            # it spilled, and (counted at start) what an earlier producer left.
             if refused is not None:
-                self._refuse(mine, refused, sorted({r.topic for r in records}))
-                self.failed += len(rows) - mine
-            if mine:
-                self._settle(mine)
+                self._refuse(len(rows), refused, sorted({r.topic for r in records}))
+            self._settle(len(rows))
             self._spool_room.set()

@@ -142,3 +142,28 @@ async def test_a_send_waiting_for_room_when_the_broker_goes_away_goes_to_disk(
                 got += [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
     assert got == [0, 1]
     await p.close()
+
+
+async def test_flush_and_close_of_the_next_producer_wait_for_what_the_last_one_left(
+    tmp_path: Path,
+) -> None:
+    from .faults import FaultyBackend
+
+    name = f"spool-next-{tmp_path.name}"
+    down = FaultyBackend(name)
+    down.down = True
+    first: Producer = Producer(backend=down, topic="t", spool=tmp_path, flush_timeout=0.1,
+                               close_timeout=0.1)
+    for i in range(3):
+        await first.send(make_msg(i))
+    await first.close()  # the broker never came: all three stay in the spool
+    p: Producer = Producer(backend=FaultyBackend(name), topic="t", spool=tmp_path)
+    await p.start()
+    await p.flush(timeout=10)  # nothing sent here, but the spool's records count
+    assert p.stats()["sent"] == 3
+    await p.send(make_msg(3))
+    await p.close()
+    async with Consumer(f"memory://{name}", topic="t", group="g",
+                        auto_offset_reset="earliest") as c:
+        got = [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
+    assert got == [0, 1, 2, 3]
