@@ -369,6 +369,10 @@ class Consumer(AsyncResource, Generic[M]):
                 try:
                     msg = decode(d.value, topic=d.topic)
                 except (DecodeError, MessageTooLarge) as exc:
+                    if out and self._on_invalid == "raise":
+                        buf.appendleft(d)  # raised by the next call: this batch goes out first
+                        self.received += len(out) - taken
+                        return out
                     await self._invalid(d, exc)
                     continue
                 inflight[id(d)] = d

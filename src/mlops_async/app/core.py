@@ -117,13 +117,26 @@ class App:
         backoff: float = 0.1,
         backoff_max: float = 30.0,
         name: str | None = None,
+        batch_size: int | None = None,
+        batch_wait: float = 0.02,
     ) -> Callable[[Handler], Handler]:
         """Register a handler for ``input``; it may publish only to ``outputs``.
 
         ``dead_letter`` is a queue name or topic (default ``<input topic>.dlq``).
+
+        With ``batch_size``, the handler is called with a list of up to that
+        many inputs (what arrives within ``batch_wait`` seconds of the first)
+        and returns None or one flat list of ``(queue, message)`` for the whole
+        batch: the way to run batched model inference. Batches of one handler
+        run one after another; every input of a batch is acknowledged once all
+        the batch's outputs are confirmed. A batch whose handler keeps failing
+        is split in halves, recursively, so only inputs that fail on their own
+        are dead-lettered.
         """
         if self._started:
             raise ConfigurationError("handlers must be registered before the app starts")
+        if batch_size is not None and batch_size < 1:
+            raise ConfigurationError("batch_size must be at least 1")
 
         def register(fn: Handler) -> Handler:
             for q in (input, *outputs):
@@ -133,7 +146,7 @@ class App:
             self.queues.setdefault(dlq, Queue(name=dlq))
             self._routes.append(Route(
                 name or fn.__name__, fn, inspect.iscoroutinefunction(fn), input, tuple(outputs),
-                dlq, retries, Backoff(backoff, backoff_max),
+                dlq, retries, Backoff(backoff, backoff_max), batch_size, batch_wait,
             ))
             return fn
 
@@ -203,8 +216,8 @@ class App:
         self._outcomes.track(self._producers.values())
         self._dispatch = Dispatcher(
             self.name, self.max_concurrency, handle=self._outcomes.handle,
-            dead_letter=self._outcomes.dead_letter, fail=self._fail, sleep=self._sleep,
-            metrics=self.metrics,
+            handle_batch=self._outcomes.handle_batch, dead_letter=self._outcomes.dead_letter,
+            fail=self._fail, sleep=self._sleep, metrics=self.metrics,
         )
         self._dispatch.start(self._routes)
         if self.metrics is not None:
@@ -221,7 +234,7 @@ class App:
         try:
             dispatch, outcomes = self._dispatch, self._outcomes
             if dispatch is not None:
-                await dispatch.stop_reading()
+                await dispatch.stop_reading(self.drain_timeout)
             if self._lag is not None:
                 await self._lag.close()
             if dispatch is not None:

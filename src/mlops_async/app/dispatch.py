@@ -29,6 +29,7 @@ log = logging.getLogger("mlops_async.app")
 PUMP_MAX_RESTARTS = 5
 
 Handle = Callable[[Route, Any, Delivery], Awaitable[None]]
+HandleBatch = Callable[[Route, list[Any], list[Delivery]], Awaitable[None]]
 DeadLetter = Callable[[Route, Delivery, BaseException, int, str], Awaitable[None]]
 
 
@@ -87,6 +88,7 @@ class Dispatcher:
         max_concurrency: int,
         *,
         handle: Handle,
+        handle_batch: HandleBatch,
         dead_letter: DeadLetter,
         fail: Callable[[BaseException, str], None],
         sleep: Callable[[float], Awaitable[Any]],
@@ -94,6 +96,9 @@ class Dispatcher:
     ) -> None:
         self.app = app
         self._handle = handle
+        self._handle_batch = handle_batch
+        self._batch_busy: set[str] = set()  # batch handlers running a batch right now
+        self._draining = False
         self._dead_letter = dead_letter
         self._fail = fail
         self._sleep = sleep
@@ -113,7 +118,13 @@ class Dispatcher:
         for route in routes:
             route.pump = asyncio.create_task(self._pump(route), name=f"{self.app}.{route.name}")
 
-    async def stop_reading(self) -> None:
+    async def stop_reading(self, drain_timeout: float) -> None:
+        """Stop fetching; a batch handler running a batch may finish it within ``drain_timeout``."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
+        while self._batch_busy and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         pumps = [r.pump for r in self._routes if r.pump is not None]
         for t in pumps:
             t.cancel()
@@ -145,9 +156,10 @@ class Dispatcher:
         """
         backoff = Backoff(base=0.2, cap=10.0)
         failures = 0
+        feed = self._feed if route.batch_size is None else self._feed_batches
         while True:
             try:
-                await self._feed(route, backoff)
+                await feed(route, backoff)
                 return
             except asyncio.CancelledError:
                 raise
@@ -192,6 +204,28 @@ class Dispatcher:
                 self._shared.append((route, msg, d))
                 if self._idle:
                     self._idle.pop().wake.set()
+
+    async def _feed_batches(self, route: Route, backoff: Backoff) -> None:
+        """A batch handler's pump: take a batch, run it, then take the next (in order)."""
+        consumer = route.consumer
+        assert consumer is not None and route.batch_size is not None
+        while not self._draining:
+            try:
+                taken = await consumer.receive_many(route.batch_size, route.batch_wait)
+            except (DecodeError, MessageTooLarge) as exc:
+                bad = exc.delivery
+                assert isinstance(bad, Delivery)
+                await self._dead_letter(route, bad, exc, 1, "invalid")
+                await consumer.ack(bad)
+                continue
+            if not taken:
+                return  # closed
+            backoff.reset()
+            self._batch_busy.add(route.name)
+            try:
+                await self._handle_batch(route, [m for m, _ in taken], [d for _, d in taken])
+            finally:
+                self._batch_busy.discard(route.name)
 
     # -- workers ----------------------------------------------------------------
 

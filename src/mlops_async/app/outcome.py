@@ -60,8 +60,10 @@ class Outcomes:
         self._sleep = sleep
         self._executor = executor
         self._unconfirmed = Slots(max_unconfirmed)
-        # Per producer: (last seq, first seq, route, delivery, start time) awaiting confirmation.
-        self._awaiting: dict[Producer[Any], deque[tuple[int, int, Route, Delivery, float]]] = {}
+        # Per producer: (last seq, first seq, route, inputs, start time) awaiting confirmation.
+        self._awaiting: dict[
+            Producer[Any], deque[tuple[int, int, Route, tuple[Delivery, ...], float]]
+        ] = {}
         self._finishers: set[asyncio.Task[None]] = set()
         self._on_task_error = on_task_error
 
@@ -109,41 +111,112 @@ class Outcomes:
                 pass
             except Retry as exc:
                 if attempt > route.retries:
-                    await self.dead_letter(route, d, exc, attempt, "retries_exhausted")
-                    break
+                    await self._give_up(route, d, exc, attempt, "retries_exhausted", started)
+                    return
                 await self._retry(route, attempt, exc.delay)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if getattr(exc, "retriable", True) is False:
-                    await self.dead_letter(route, d, exc, attempt, _reason(exc))
-                    break
-                if attempt > route.retries:
-                    await self.dead_letter(route, d, exc, attempt, "retries_exhausted")
-                    break
+                if getattr(exc, "retriable", True) is False or attempt > route.retries:
+                    reason = _reason(exc) if attempt <= route.retries else "retries_exhausted"
+                    await self._give_up(route, d, exc, attempt, reason, started)
+                    return
                 log.info("handler %s failed on %s (attempt %d): %r; retrying", route.name,
                          d.where(), attempt, exc)
                 await self._retry(route, attempt, None)
                 continue
-            if confirmation is not None:
-                # The outputs are queued; the input is acknowledged once the broker
-                # confirmed them, without holding a worker meanwhile.
-                await self._unconfirmed.acquire()
-                if isinstance(confirmation, tuple):
-                    producer, first, last = confirmation
-                    self._awaiting[producer].append((last, first, route, d, started))
-                else:
-                    confirmation.add_done_callback(
-                        functools.partial(self._on_confirmed, route, d, started)
-                    )
-                return
-            if m is not None:
-                m.consumed_ok(route.input)
             break
+        await self._settle_inputs(route, (d,), confirmation, started)
+
+    async def _give_up(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
+                       reason: str, started: float) -> None:
+        """Dead-letter ``d``, then acknowledge it: it is done with, just not processed."""
+        await self.dead_letter(route, d, exc, attempts, reason)
+        consumer = route.consumer
+        assert consumer is not None
         await consumer.ack(d)
+        if self.metrics is not None:
+            self.metrics.timed("cycle", time.perf_counter() - started)
+
+    async def _settle_inputs(self, route: Route, ds: tuple[Delivery, ...],
+                             confirmation: Confirmation | None, started: float) -> None:
+        """Acknowledge ``ds`` now, or once ``confirmation`` says their outputs are on the broker."""
+        if confirmation is not None:
+            # The outputs are queued; the inputs are acknowledged once the broker
+            # confirmed them, without holding a worker meanwhile.
+            await self._unconfirmed.acquire()
+            if isinstance(confirmation, tuple):
+                producer, first, last = confirmation
+                self._awaiting[producer].append((last, first, route, ds, started))
+            else:
+                confirmation.add_done_callback(
+                    functools.partial(self._on_confirmed, route, ds, started)
+                )
+            return
+        consumer = route.consumer
+        assert consumer is not None
+        m = self.metrics
+        if m is not None:
+            for _ in ds:
+                m.consumed_ok(route.input)
+        await consumer.ack(*ds)
         if m is not None:
             m.timed("cycle", time.perf_counter() - started)
+
+    # -- a batch ----------------------------------------------------------------
+
+    async def handle_batch(self, route: Route, msgs: list[Any], ds: list[Delivery]) -> None:
+        """Run a batch handler on ``msgs``, with retries; split the batch if it keeps failing."""
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                confirmation = await self._run_batch(route, msgs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = exc.delay if isinstance(exc, Retry) else None
+                if getattr(exc, "retriable", True) is False or attempt > route.retries:
+                    log.info("batch handler %s: a batch of %d failed %d time(s) (%r); "
+                             "splitting it to find the inputs that fail", route.name,
+                             len(msgs), attempt, exc)
+                    await self._isolate(route, msgs, ds, exc, attempt, started)
+                    return
+                await self._retry(route, attempt, delay)
+                continue
+            await self._settle_inputs(route, tuple(ds), confirmation, started)
+            return
+
+    async def _run_batch(self, route: Route, msgs: list[Any]) -> Confirmation | None:
+        m = self.metrics
+        t0 = time.perf_counter()
+        try:
+            result = await self._call(route, msgs)
+        except Ack:
+            return None
+        if m is not None:
+            m.timed("component", time.perf_counter() - t0)
+        return await self._publish(route, self._check_outputs(route, result), None)
+
+    async def _isolate(self, route: Route, msgs: list[Any], ds: list[Delivery],
+                       exc: BaseException, attempts: int, started: float) -> None:
+        """Halves, recursively: one poison input must not dead-letter its neighbours."""
+        if len(msgs) == 1:
+            reason = _reason(exc) if attempts <= route.retries else "retries_exhausted"
+            await self._give_up(route, ds[0], exc, attempts, reason, started)
+            return
+        mid = len(msgs) // 2
+        for part, part_ds in ((msgs[:mid], ds[:mid]), (msgs[mid:], ds[mid:])):
+            try:
+                confirmation = await self._run_batch(route, part)
+            except asyncio.CancelledError:
+                raise
+            except Exception as part_exc:
+                await self._isolate(route, part, part_ds, part_exc, attempts + 1, started)
+                continue
+            await self._settle_inputs(route, tuple(part_ds), confirmation, started)
 
     async def _call(self, route: Route, msg: Any) -> Any:
         if route.is_async:
@@ -237,43 +310,46 @@ class Outcomes:
         pending = self._awaiting[producer]
         m = self.metrics
         while pending and pending[0][0] <= settled:
-            last, first, route, d, started = pending.popleft()
+            last, first, route, ds, started = pending.popleft()
             self._unconfirmed.release()
             consumer = route.consumer
             assert consumer is not None
             exc = producer.refused(first, last)
             if exc is not None:
-                self._spawn_finish(route, d, started, exc)
+                self._spawn_finish(route, ds, started, exc)
                 continue
-            consumer.ack_nowait(d)
+            for d in ds:
+                consumer.ack_nowait(d)
+                if m is not None:
+                    m.consumed_ok(route.input)
             if m is not None:
-                m.consumed_ok(route.input)
                 m.timed("cycle", time.perf_counter() - started)
 
-    def _on_confirmed(self, route: Route, d: Delivery, started: float,
+    def _on_confirmed(self, route: Route, ds: tuple[Delivery, ...], started: float,
                       fut: asyncio.Future[Any]) -> None:
         self._unconfirmed.release()
         if fut.cancelled():
-            return  # shutting down without confirmation: leave it for redelivery
-        self._spawn_finish(route, d, started, fut.exception())
+            return  # shutting down without confirmation: leave them for redelivery
+        self._spawn_finish(route, ds, started, fut.exception())
 
-    def _spawn_finish(self, route: Route, d: Delivery, started: float,
+    def _spawn_finish(self, route: Route, ds: tuple[Delivery, ...], started: float,
                       exc: BaseException | None) -> None:
-        task = asyncio.get_running_loop().create_task(self._finish(route, d, started, exc))
+        task = asyncio.get_running_loop().create_task(self._finish(route, ds, started, exc))
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
         task.add_done_callback(self._on_task_error)
 
-    async def _finish(self, route: Route, d: Delivery, started: float,
+    async def _finish(self, route: Route, ds: tuple[Delivery, ...], started: float,
                       exc: BaseException | None) -> None:
-        """Acknowledge an input whose outputs were settled; dead-letter it if they were refused."""
+        """Acknowledge inputs whose outputs were settled; dead-letter them if they were refused."""
         consumer = route.consumer
         assert consumer is not None
-        if exc is not None:
-            await self.dead_letter(route, d, exc, 1, "output_refused")
-        elif self.metrics is not None:
-            self.metrics.consumed_ok(route.input)
-        await consumer.ack(d)
+        for d in ds:
+            if exc is not None:
+                await self.dead_letter(route, d, exc, 1, "output_refused")
+            elif self.metrics is not None:
+                self.metrics.consumed_ok(route.input)
+        await consumer.ack(*ds)
         if self.metrics is not None:
             self.metrics.timed("cycle", time.perf_counter() - started)
 

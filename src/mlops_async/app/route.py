@@ -36,6 +36,9 @@ class Route:
     dead_letter: str
     retries: int
     backoff: Backoff
+    #: Set for a batch handler: it is called with lists of up to this many inputs.
+    batch_size: int | None = None
+    batch_wait: float = 0.02
     consumer: Consumer[Any] | None = None
     pump: asyncio.Task[None] | None = None
     last_error: str | None = None
