@@ -152,6 +152,9 @@ class Producer(AsyncResource, Generic[M]):
         self._queued = 0  # sequence number of the last record queued
         self._settled = 0  # records confirmed or refused, in queue order
         self._failures: list[tuple[int, int, BaseException]] = []  # (first seq, last seq, error)
+        # Sequence ranges that never reached the spool (a failed disk write), oldest
+        # first: the sender settles them as refused when delivery gets there.
+        self._holes: deque[tuple[int, int, BaseException]] = deque()
         # (last sequence, first sequence, future), in registration order.
         self._flush_waiters: deque[tuple[int, int, asyncio.Future[None]]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
@@ -214,7 +217,8 @@ class Producer(AsyncResource, Generic[M]):
                     self._spooling = True
                     detail = f"messages go to the spool {str(self._spool.directory)!r}"
                 self._outage.down(exc, asyncio.get_running_loop().time(), detail)
-            self._sender = asyncio.create_task(self._run(), name="mlops_async.producer.sender")
+            self._sender = asyncio.create_task(self._supervised(),
+                                               name="mlops_async.producer.sender")
 
     async def close(self) -> None:
         """Deliver what is queued, then release everything; safe to call twice.
@@ -399,7 +403,15 @@ class Producer(AsyncResource, Generic[M]):
         # records, so concurrent sends keep their order in the spool.
         first = self._queued + 1
         self._queued += len(records)
-        await spool.append([(first + i, r) for i, r in enumerate(records)])
+        try:
+            await spool.append([(first + i, r) for i, r in enumerate(records)])
+        except Exception as exc:  # not accepted: say so here, settle the gap in the sender
+            err = BusError(f"cannot write to the spool {str(spool.directory)!r}: {exc!r}")
+            self._holes.append((first, first + len(records) - 1, err))
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
+            raise err from exc
 
     async def send_many(
         self,
@@ -600,6 +612,17 @@ class Producer(AsyncResource, Generic[M]):
         del buf[:n]
         return batch, sum([len(r.value) for r in batch])
 
+    async def _supervised(self) -> None:
+        """Run the sender; an unexpected error (a disk the spool cannot read) is logged
+        with its traceback and the sender starts again, never dying silently."""
+        backoff = Backoff(base=0.5, cap=30.0)
+        while True:
+            try:
+                await self._run()
+            except Exception:
+                log.exception("producer sender failed; starting it again")
+                await asyncio.sleep(backoff.next_delay())
+
     async def _run(self) -> None:
         """The sender: cut batches, keep up to ``max_in_flight`` unconfirmed, settle in order."""
         loop = asyncio.get_running_loop()
@@ -720,7 +743,31 @@ class Producer(AsyncResource, Generic[M]):
         self._wake_room()
         if records:
             # Already accepted: they go in whatever the spool's size bound says.
-            await spool.append([(first + i, r) for i, r in enumerate(records)], force=True)
+            try:
+                await spool.append([(first + i, r) for i, r in enumerate(records)], force=True)
+            except Exception as exc:  # the disk failed too: lost, and said loudly
+                log.error("producer: %d message(s) lost: the broker is away and the spool "
+                          "%s cannot be written: %r", len(records), str(spool.directory), exc)
+                self._holes.appendleft((first, first + len(records) - 1, exc))
+                self._settle_holes()
+
+    def _settle_rows(self, n: int) -> None:
+        """Settle ``n`` rows delivered from the spool, and the holes between them, in order."""
+        while n:
+            self._settle_holes()
+            step = n if not self._holes else min(n, self._holes[0][0] - self._settled - 1)
+            self._settle(step)
+            n -= step
+        self._settle_holes()
+
+    def _settle_holes(self) -> None:
+        """Settle, as refused, the ranges that never reached the spool once they are next."""
+        holes = self._holes
+        while holes and holes[0][0] == self._settled + 1:
+            first, last, exc = holes.popleft()
+            self._failures.append((first, last, exc))
+            self.failed += last - first + 1
+            self._settle(last - first + 1)
 
     async def _drain_spool(self) -> None:
         """Deliver the spool, oldest first, until it is empty; then sends go to the broker again."""
@@ -730,6 +777,7 @@ class Producer(AsyncResource, Generic[M]):
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         while True:
+            self._settle_holes()
             rows = await spool.head(self._batch_size)
             if not rows:
                 if spool.rows == 0 and self._outage.active:
@@ -769,5 +817,5 @@ class Producer(AsyncResource, Generic[M]):
             # it spilled, and (counted at start) what an earlier producer left.
             if refused is not None:
                 self._refuse(len(rows), refused, sorted({r.topic for r in records}))
-            self._settle(len(rows))
+            self._settle_rows(len(rows))
             self._spool_room.set()

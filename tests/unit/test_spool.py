@@ -167,3 +167,72 @@ async def test_flush_and_close_of_the_next_producer_wait_for_what_the_last_one_l
                         auto_offset_reset="earliest") as c:
         got = [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
     assert got == [0, 1, 2, 3]
+
+
+async def test_a_failed_disk_write_is_an_error_at_send_and_never_stalls_later_flushes(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from mlops_async import BusError, PublishError
+
+    from .faults import FaultyBackend
+
+    name = f"spool-disk-{tmp_path.name}"
+    be = FaultyBackend(name)
+    be.down = True
+    p: Producer = Producer(backend=be, topic="t", spool=tmp_path, flush_timeout=0.1)
+    await p.send(make_msg(0))
+    assert p._spool is not None
+    spool = p._spool
+
+    def disk_full(batch: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    spool._insert = disk_full  # type: ignore[method-assign]
+    with pytest.raises(BusError, match="disk is full"):
+        await p.send(make_msg(1))  # not accepted, and the caller is told
+    del spool._insert  # the disk has room again
+    await p.send(make_msg(2))
+    be.down = False
+    # The record that never reached the disk is reported, not waited for.
+    with pytest.raises(PublishError, match="1 record"):
+        await p.flush(timeout=10)
+    await p.close()
+    async with Consumer(f"memory://{name}", topic="t", group="g",
+                        auto_offset_reset="earliest") as c:
+        got = [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
+    assert got == [0, 2]
+
+
+async def test_a_spool_read_error_is_logged_and_the_sender_carries_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    from .faults import FaultyBackend
+
+    name = f"spool-read-{tmp_path.name}"
+    be = FaultyBackend(name)
+    be.down = True
+    p: Producer = Producer(backend=be, topic="t", spool=tmp_path, flush_timeout=0.1)
+    await p.send(make_msg(0))
+    assert p._spool is not None
+    spool = p._spool
+    failures = []
+
+    def bad_read(n: int) -> object:
+        failures.append(n)
+        del spool._head  # fails once, then reads again
+        raise sqlite3.DatabaseError("disk I/O error")
+
+    spool._head = bad_read  # type: ignore[method-assign]
+    be.down = False
+    await p.send(make_msg(1))  # wakes the sender, which meets the read error
+    await p.flush(timeout=10)
+    assert failures and "sender failed" in caplog.text
+    await p.close()
+    async with Consumer(f"memory://{name}", topic="t", group="g",
+                        auto_offset_reset="earliest") as c:
+        got = [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
+    assert got == [0, 1]
