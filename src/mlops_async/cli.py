@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 from . import __version__
 from .admin import Admin
 from .demo import DemoResult, run_demo
-from .endpoint import redact
+from .endpoint import ENV_VAR, redact
 from .errors import BusError, ConfigurationError
 from .message import MessageType, MLOpsMessage
 
@@ -169,13 +171,14 @@ def _docs(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     from .app import replay_dead_letters
 
-    n = asyncio.run(replay_dead_letters(args.url, args.queue, limit=args.limit))
+    n = asyncio.run(replay_dead_letters(_bus(args), args.queue, limit=args.limit,
+                                        **_options(args)))
     print(f"replayed {n} dead letter(s) from {args.queue}")
     return 0
 
 
 async def _admin(args: argparse.Namespace) -> int:
-    async with Admin(args.url) as admin:
+    async with Admin(_bus(args), **_options(args)) as admin:
         if args.command == "topics":
             for t in sorted(await admin.list_topics(), key=lambda t: t.name):
                 extra = "" if t.messages is None else f"  messages={t.messages}"
@@ -193,19 +196,26 @@ async def _admin(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlops-async", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="mlops-async",
+        description="Run, watch and document mlops_async apps and pipelines: an asyncio event "
+                    "bus over Kafka, Redis or an in-process bus.",
+        epilog="Bus URLs: memory://name, kafka://host:9092, redis://host:6379/0; or set "
+               "MLOPS_BUS_URL. 'mlops-async COMMAND -h' describes each command.",
+    )
     p.add_argument("--version", action="version", version=f"mlops-async {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the demo ETL -> train -> evaluate pipeline")
+    d = _command(sub, "demo", "run the demo ETL -> train -> evaluate pipeline")
     d.add_argument("--url", default="memory://demo", help="bus URL (default: memory://demo)")
     d.add_argument("--records", type=int, default=20_000, help="feature records to send")
     d.add_argument("--plain", action="store_true", help="plain text output, no rich")
     d.add_argument("--engine", action="store_true", help="run train/evaluate as App handlers")
     for name, text in (("topics", "list topics"), ("groups", "consumer groups and their lag")):
-        a = sub.add_parser(name, help=text)
+        a = _command(sub, name, text)
         a.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
-    r = sub.add_parser("run", help="run an App or a Pipeline: mlops-async run module:app")
+        _client_options(a)
+    r = _command(sub, "run", "run an App or a Pipeline: mlops-async run module:app")
     r.add_argument("target", help="module:attribute of an mlops_async.App or Pipeline")
     r.add_argument("--url", default=None, help="default bus URL for the app's queues")
     r.add_argument("--config", default=None, help="queues file (.yaml/.toml)")
@@ -217,27 +227,67 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--replicas", type=int, default=None, help="run the stage as N processes")
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="stage parameter (repeatable)")
-    a = sub.add_parser("docs", help="AsyncAPI 3.0 document: mlops-async docs module:app")
+    a = _command(sub, "docs", "AsyncAPI 3.0 document: mlops-async docs module:app")
     a.add_argument("target", help="module:attribute of an mlops_async.App or Pipeline")
     a.add_argument("--out", default=None, help="write to this file (.yaml/.yml/.json)")
     a.add_argument("--format", choices=["yaml", "json"], default=None,
                    help="output format (default: from --out, else yaml)")
     a.add_argument("--url", default=None, help="default bus URL for the servers")
-    t = sub.add_parser("top", help="live view of every queue: rates, lag, dead letters")
+    t = _command(sub, "top", "live view of every queue: rates, lag, dead letters")
     t.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    _client_options(t)
     t.add_argument("--group", default=None, help="only this consumer group")
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    q = sub.add_parser("dlq", help="dead-letter queues")
+    q = _command(sub, "dlq", "dead-letter queues")
     qsub = q.add_subparsers(dest="dlq_command", required=True)
-    rp = qsub.add_parser("replay", help="send dead letters back to their source topics")
+    rp = _command(qsub, "replay", "send dead letters back to their source topics")
     rp.add_argument("--queue", required=True, help="dead-letter topic, e.g. raw_events.dlq")
     rp.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
     rp.add_argument("--limit", type=int, default=None, help="replay at most this many")
+    _client_options(rp)
     return p
+
+
+def _command(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
+    return parser
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="broker client option, e.g. -o security_protocol=SASL_SSL "
+                             "(repeatable; values are parsed as JSON when they can be)")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in getattr(args, "option", []):
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"not NAME=VALUE: {item!r}")
+        try:
+            out[name] = json.loads(raw)
+        except ValueError:
+            out[name] = raw
+    return out
+
+
+def _bus(args: argparse.Namespace) -> str:
+    """The URL a command that inspects a bus works on: never a silent in-memory bus."""
+    url = args.url or os.environ.get(ENV_VAR)
+    if not url:
+        raise ConfigurationError(
+            f"{args.command} needs a bus: pass --url kafka://host:9092 (or redis://...) or set "
+            f"{ENV_VAR}; the in-memory bus lives inside one process and has nothing to show here"
+        )
+    return str(url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Like uvicorn: 'run module:app' finds a module in the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -260,7 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "top":
             from .top import run_top
 
-            asyncio.run(run_top(args.url, group=args.group, interval=args.interval))
+            asyncio.run(run_top(_bus(args), group=args.group, interval=args.interval,
+                                client_options=_options(args)))
             return 0
         runner: Any = _admin(args)
         return int(asyncio.run(runner))

@@ -17,7 +17,8 @@ from typing import Any
 from .admin import Admin
 from .consumer import Consumer
 from .deadletter import DeadLetter
-from .errors import BusError, NotSupported
+from .endpoint import redact
+from .errors import BusError, MissingDependency, NotSupported
 
 __all__ = ["QueueRow", "TopView", "run_top"]
 
@@ -38,10 +39,12 @@ class QueueRow:
 class TopView:
     """Takes snapshots of a bus and turns successive ones into rates."""
 
-    def __init__(self, url: str | None, group: str | None = None) -> None:
+    def __init__(self, url: str | None, group: str | None = None,
+                 client_options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.group = group
-        self.admin = Admin(url)
+        self.client_options = dict(client_options or {})
+        self.admin = Admin(url, **self.client_options)
         self._dlq: Consumer[DeadLetter] | None = None
         self._dlq_topics: list[str] = []
         self._last_errors: dict[str, str] = {}
@@ -58,7 +61,7 @@ class TopView:
             if self._dlq is None:
                 # No group: reads every dead letter without disturbing anyone's position.
                 self._dlq = Consumer(self.url, schema=DeadLetter, auto_offset_reset="earliest",
-                                     on_invalid="raise")
+                                     on_invalid="raise", **self.client_options)
                 await self._dlq.start()
             new = [t for t in dlq_topics if t not in self._dlq_topics]
             if new:
@@ -123,7 +126,7 @@ class TopView:
 def render(rows: list[QueueRow], url: str | None) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"mlops-async top  {url or ''}", expand=True)
+    table = Table(title=f"mlops-async top  {redact(url or '')}", expand=True)
     for col, justify in (("queue", "left"), ("in/s", "right"), ("out/s", "right"),
                          ("written", "right"), ("lag", "right"), ("groups", "left"),
                          ("dead letters", "right"), ("last error", "left")):
@@ -142,11 +145,19 @@ def render(rows: list[QueueRow], url: str | None) -> Any:
 
 
 async def run_top(url: str | None, *, group: str | None = None, interval: float = 1.0,
-                  console: Any = None, iterations: int | None = None) -> None:
-    """Show the live view until cancelled (or for ``iterations`` refreshes)."""
-    from rich.live import Live
+                  console: Any = None, iterations: int | None = None,
+                  client_options: dict[str, Any] | None = None) -> None:
+    """Show the live view until cancelled (or for ``iterations`` refreshes).
 
-    view = TopView(url, group)
+    Raises :class:`MissingDependency` without the ``cli`` extra (rich).
+    """
+    try:
+        from rich.live import Live
+    except ImportError as exc:
+        raise MissingDependency(
+            "mlops-async top draws with rich: pip install 'mlops-async[cli]'") from exc
+
+    view = TopView(url, group, client_options)
     try:
         rows = await view.snapshot()
         with Live(render(rows, url), console=console, refresh_per_second=4,

@@ -86,3 +86,20 @@ def test_demo_names_the_broker_it_cannot_reach() -> None:
     )
     assert proc.returncode != 0
     assert f"127.0.0.1:{port}" in proc.stderr and "cannot reach" in proc.stderr
+
+
+async def test_kafka_outage_logs_one_warning_not_the_drivers_repeats(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    url = f"kafka://127.0.0.1:{free_port()}"
+    p: Producer = Producer(url, topic="t", flush_timeout=2.5, close_timeout=0.5,
+                           connect_timeout=1)
+    await p.start()
+    await p.send(make_msg(1))
+    await p.flush()  # ~2.5 s of reconnect attempts by the driver
+    await p.close()
+    driver = [r for r in caplog.records if r.name.startswith("aiokafka")]
+    assert driver == [], [r.getMessage() for r in driver]
+    ours = [r for r in caplog.records if "broker unavailable" in r.getMessage()]
+    assert len(ours) == 1

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import msgspec
 
@@ -36,6 +36,8 @@ __all__ = [
     "decode_headers",
     "encode_headers",
     "map_errors",
+    "reraise",
+    "translate",
 ]
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -58,29 +60,51 @@ def decode_headers(raw: bytes) -> Headers:
 OffsetReset = Literal["earliest", "latest"]
 
 
-ErrorMap = Sequence[tuple[Any, Callable[[str], BusError]]]
+Translation = type[BusError] | Callable[[str, BaseException], BusError]
+ErrorMap = Sequence[tuple[Any, Translation]]
+
+
+def translate(exc: BaseException, what: str, errors: ErrorMap) -> BaseException:
+    """Our error for a driver exception that ``errors`` lists, else ``exc`` itself.
+
+    Each entry of ``errors`` is ``(exception types or a predicate, our error class
+    or a function (what, exc) -> error)``; the first match wins and the driver's
+    exception becomes ``__cause__``. An unlisted exception (a bug, a TypeError)
+    comes back unchanged, so it propagates as it is, never disguised as "cannot
+    connect". Use as ``raise translate(exc, "fetch", _ERRORS)``.
+    """
+    if isinstance(exc, BusError):
+        return exc
+    for match, ours in errors:
+        hit = isinstance(exc, match) if isinstance(match, type | tuple) else bool(match(exc))
+        if hit:
+            if isinstance(ours, type):
+                err: BusError = ours(f"{what}: {str(exc) or type(exc).__name__}")
+            else:
+                err = ours(what, exc)
+            err.__cause__ = exc
+            return err
+    return exc
+
+
+def reraise(exc: BaseException, what: str, errors: ErrorMap) -> NoReturn:
+    """Raise :func:`translate`'s answer: our error chained to the driver's, or ``exc`` as is."""
+    err = translate(exc, what, errors)
+    if err is exc:
+        raise exc
+    raise err from exc
 
 
 @contextmanager
 def map_errors(what: str, errors: ErrorMap) -> Iterator[None]:
-    """Translate the driver errors a backend lists; let everything else through unchanged.
-
-    Each entry of ``errors`` is ``(exception types, or a predicate on the exception,
-    our error class)``; the first that matches wins and the driver's exception is
-    chained as ``__cause__``. An unlisted exception (a bug, a TypeError) propagates
-    as it is, never disguised as "cannot connect".
-    """
+    """``with map_errors("fetch", _ERRORS): ...``: :func:`translate` around a block."""
     try:
         yield
-    except BusError:
-        raise
     except Exception as exc:
-        for match, ours in errors:
-            hit = (isinstance(exc, match) if isinstance(match, type | tuple)
-                   else bool(match(exc)))
-            if hit:
-                raise ours(f"{what}: {exc or type(exc).__name__}") from exc
-        raise
+        err = translate(exc, what, errors)
+        if err is exc:
+            raise
+        raise err from exc
 
 
 async def cancel_safe(awaitable: Awaitable[T]) -> T:

@@ -31,7 +31,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -62,11 +62,13 @@ from ..errors import (
     BusUnavailable,
     ConfigurationError,
     MessageTooLarge,
+    MissingDependency,
     PublishError,
 )
 from .base import (
     Backend,
     Delivery,
+    ErrorMap,
     GroupInfo,
     OffsetReset,
     PartitionLag,
@@ -74,11 +76,39 @@ from .base import (
     Subscription,
     TopicInfo,
     cancel_safe,
+    reraise,
+    translate,
 )
 
 __all__ = ["KafkaBackend"]
 
 log = logging.getLogger("mlops_async.kafka")
+
+class _OutageNoise(logging.Filter):
+    """aiokafka logs an ERROR for every failed reconnect (about once a second while a
+    broker is away); the library logs one warning per outage and one on recovery, so
+    those repeats go to DEBUG. Everything else aiokafka says is left as it is."""
+
+    _REPEATS = ("Unable connect to", "Unable to update metadata", "Unable to request metadata",
+                "Got error produce response", "Failed fetch messages", "Unable to connect",
+                "Connection at", "Unable to bootstrap")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING and isinstance(record.msg, str) and (
+            record.msg.startswith(self._REPEATS)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # Handlers do not check levels the logger already passed: decide here.
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_NOISE = _OutageNoise()
+for _name in ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.cluster",
+              "aiokafka.producer.sender", "aiokafka.producer.producer",
+              "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
+              "aiokafka.consumer.consumer", "aiokafka.admin.client"):
+    logging.getLogger(_name).addFilter(_NOISE)
 
 _PRODUCER_PARAMS = frozenset(inspect.signature(AIOKafkaProducer.__init__).parameters) - {"self"}
 _CONSUMER_PARAMS = frozenset(inspect.signature(AIOKafkaConsumer.__init__).parameters) - {"self"}
@@ -133,19 +163,40 @@ _TOPIC_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 
 
-def _translate(exc: BaseException, what: str) -> BusError:
-    """aiokafka error -> our error; the original is chained by the caller."""
-    if isinstance(exc, BusError):
-        return exc
-    if isinstance(exc, _AUTH_ERRORS) or isinstance(exc.__cause__, _AUTH_ERRORS):
-        return AuthenticationError(f"{what}: the broker refused the credentials ({exc})")
-    if isinstance(exc, MessageSizeTooLargeError | RecordTooLargeError):
-        return PublishError(f"{what}: record larger than the broker or client allows ({exc})")
-    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError | TimeoutError | OSError):
-        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
-    if isinstance(exc, KafkaError) and exc.retriable:
-        return BusUnavailable(f"{what}: {exc}")
-    return PublishError(f"{what}: {exc!r}")
+def _auth(what: str, exc: BaseException) -> BusError:
+    return AuthenticationError(f"{what}: the broker refused the credentials ({exc})")
+
+
+def _too_large(what: str, exc: BaseException) -> BusError:
+    return PublishError(f"{what}: record larger than the broker or client allows ({exc})")
+
+
+def _codec_missing(what: str, exc: BaseException) -> BusError:
+    return MissingDependency(
+        f"{what}: {exc}; install the compression codecs with "
+        "pip install 'mlops-async[kafka-codecs]'"
+    )
+
+
+# How aiokafka's errors read as ours; anything else propagates unchanged.
+_ERRORS: ErrorMap = (
+    (lambda e: isinstance(e, _AUTH_ERRORS) or isinstance(e.__cause__, _AUTH_ERRORS), _auth),
+    ((MessageSizeTooLargeError, RecordTooLargeError), _too_large),
+    ((KafkaConnectionError, KafkaTimeoutError, TimeoutError, OSError), BusUnavailable),
+    (lambda e: isinstance(e, KafkaError) and e.retriable, BusUnavailable),
+    (KafkaError, PublishError),  # the broker refused, and retrying will not help
+    (lambda e: isinstance(e, RuntimeError) and "ompression library" in str(e), _codec_missing),
+)
+
+
+def _raise(exc: BaseException, what: str) -> NoReturn:
+    """Raise our error for ``exc`` (the driver's chained), or ``exc`` itself if unlisted."""
+    reraise(exc, what, _ERRORS)
+
+
+def _translate(exc: BaseException, what: str) -> BaseException:
+    """aiokafka error -> our error (driver error as ``__cause__``), or ``exc`` if unlisted."""
+    return translate(exc, what, _ERRORS)
 
 
 async def _within(awaitable: Any, timeout: float) -> Any:
@@ -301,18 +352,23 @@ class KafkaBackend(Backend):
     async def connect(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(**self._kwargs(_PRODUCER_PARAMS, _PRODUCER_DEFAULTS))
+        what = f"cannot connect to {self.bootstrap_servers}"
         try:
-            await asyncio.wait_for(producer.start(), self.connect_timeout)
+            producer = AIOKafkaProducer(**self._kwargs(_PRODUCER_PARAMS, _PRODUCER_DEFAULTS))
+        except Exception as exc:  # e.g. compression_type whose codec is not installed
+            _raise(exc, what)
+        try:
+            await _within(producer.start(), self.connect_timeout)
         except BaseException as exc:
             # A client whose start() failed must not be reused: it would hang on send.
             await _bounded_stop(producer)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            what = f"cannot connect to {self.bootstrap_servers}"
             err = _translate(exc, what)
-            if not isinstance(err, AuthenticationError):
+            if isinstance(err, BusUnavailable):
                 err = await self._auth_failure(what) or err
+            if err is exc:
+                raise
             raise err from exc
         self._producer = producer
 
@@ -385,7 +441,7 @@ class KafkaBackend(Backend):
         except BusError:
             raise
         except Exception as exc:
-            raise _translate(exc, f"publishing {len(records)} record(s)") from exc
+            _raise(exc, f"publishing {len(records)} record(s)")
         return asyncio.ensure_future(self._confirm(futures, len(records)))
 
     async def _confirm(self, futures: list[asyncio.Future[Any]], n: int) -> None:
@@ -394,7 +450,7 @@ class KafkaBackend(Backend):
         except BusError:
             raise
         except Exception as exc:
-            raise _translate(exc, f"publishing {n} record(s)") from exc
+            _raise(exc, f"publishing {n} record(s)")
 
     async def _send_batches(self, records: Sequence[Record]) -> list[asyncio.Future[Any]]:
         producer = self._producer
@@ -456,7 +512,7 @@ class KafkaBackend(Backend):
             await _bounded_stop(consumer)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _translate(exc, f"cannot subscribe to {list(topics)}") from exc
+            _raise(exc, f"cannot subscribe to {list(topics)}")
         self._subs.add(sub)
         return sub
 
@@ -471,7 +527,7 @@ class KafkaBackend(Backend):
                 await _within(admin.start(), self.connect_timeout)
             except Exception as exc:
                 await _bounded_stop(admin)
-                raise _translate(exc, f"cannot connect to {self.bootstrap_servers}") from exc
+                _raise(exc, f"cannot connect to {self.bootstrap_servers}")
             self._admin = admin
         return self._admin
 
@@ -481,7 +537,7 @@ class KafkaBackend(Backend):
         except BusError:
             raise
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            _raise(exc, what)
 
     async def _topics(self) -> list[TopicInfo]:
         admin = await self._admin_client()
@@ -506,7 +562,7 @@ class KafkaBackend(Backend):
             await _within(probe.start(), self.connect_timeout)
             ends = await self._end_offsets(probe, tps)
         except Exception as exc:
-            raise _translate(exc, "list topics") from exc
+            _raise(exc, "list topics")
         finally:
             await _bounded_stop(probe)
         return [
@@ -581,7 +637,7 @@ class KafkaBackend(Backend):
         except BusError:
             raise
         except Exception as exc:
-            raise _translate(exc, f"lag of group {group}") from exc
+            _raise(exc, f"lag of group {group}")
         finally:
             await _bounded_stop(probe)
         out = []
@@ -665,7 +721,7 @@ class _KafkaSubscription(Subscription):
                 timeout_ms=int(timeout * 1000), max_records=max_records
             ))
         except Exception as exc:
-            raise _translate(exc, "fetch") from exc
+            _raise(exc, "fetch")
         out: list[Delivery] = []
         track = self.group is not None
         epoch = self.epoch
@@ -724,7 +780,7 @@ class _KafkaSubscription(Subscription):
             # who will read them from the previous commit (duplicates, never loss).
             log.warning("commit skipped after a rebalance (%s); records may be redelivered", exc)
         except Exception as exc:
-            raise _translate(exc, "commit") from exc
+            _raise(exc, "commit")
 
     async def close(self) -> None:
         if self._closed:

@@ -39,7 +39,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
@@ -58,6 +58,7 @@ from ..errors import (
 from .base import (
     Backend,
     Delivery,
+    ErrorMap,
     GroupInfo,
     OffsetReset,
     PartitionLag,
@@ -67,6 +68,7 @@ from .base import (
     cancel_safe,
     decode_headers,
     encode_headers,
+    reraise,
 )
 
 __all__ = ["RedisBackend"]
@@ -123,21 +125,27 @@ _CONNECTION_OPTIONS = frozenset(
     "decode_responses", "connection_pool", "ssl"}
 
 
-def _translate(exc: BaseException, what: str) -> BusError:
-    if isinstance(exc, BusError):
-        return exc
-    # Before ConnectionError: redis-py's AuthenticationError is one, but retrying
-    # with the same password never helps.
-    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError
-                  | rex.AuthorizationError | rex.NoPermissionError) or (
-        isinstance(exc, rex.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH"))
-    ):
-        return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
-    if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | TimeoutError):
-        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
-    if isinstance(exc, rex.BusyLoadingError | rex.TryAgainError | rex.ReadOnlyError):
-        return BusUnavailable(f"{what}: {exc}")
-    return PublishError(f"{what}: {exc!r}")
+def _auth(what: str, exc: BaseException) -> BusError:
+    return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
+
+
+# How redis-py's errors read as ours; anything else propagates unchanged. The
+# credential refusals come first: redis-py's AuthenticationError is a
+# ConnectionError, but retrying with the same password never helps.
+_ERRORS: ErrorMap = (
+    ((rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError,
+      rex.AuthorizationError, rex.NoPermissionError), _auth),
+    (lambda e: isinstance(e, rex.ResponseError)
+     and str(e).startswith(("WRONGPASS", "NOAUTH")), _auth),
+    ((rex.ConnectionError, rex.TimeoutError, OSError, TimeoutError), BusUnavailable),
+    ((rex.BusyLoadingError, rex.TryAgainError, rex.ReadOnlyError), BusUnavailable),
+    (rex.RedisError, PublishError),  # the server refused the command
+)
+
+
+def _raise(exc: BaseException, what: str) -> NoReturn:
+    """Raise our error for ``exc`` (the driver's chained), or ``exc`` itself if unlisted."""
+    reraise(exc, what, _ERRORS)
 
 
 class RedisBackend(Backend):
@@ -208,7 +216,7 @@ class RedisBackend(Backend):
         try:
             await self._client().ping()
         except Exception as exc:
-            raise _translate(exc, f"cannot connect to {self!r}") from exc
+            _raise(exc, f"cannot connect to {self!r}")
 
     async def close(self) -> None:
         for sub in list(self._subs):
@@ -238,7 +246,7 @@ class RedisBackend(Backend):
         except BusError:
             raise
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            _raise(exc, what)
 
     # -- publishing -----------------------------------------------------------
 
@@ -299,9 +307,9 @@ class RedisBackend(Backend):
                     await redis.xgroup_create(k, group, id=start, mkstream=True)
                 except rex.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
-                        raise _translate(exc, f"create group {group}") from exc
+                        _raise(exc, f"create group {group}")
                 except Exception as exc:
-                    raise _translate(exc, f"create group {group}") from exc
+                    _raise(exc, f"create group {group}")
             name = self.consumer_name or (
                 f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             )

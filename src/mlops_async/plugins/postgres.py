@@ -35,13 +35,14 @@ import re
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
 from ..backends.base import (
     Backend,
     Delivery,
+    ErrorMap,
     GroupInfo,
     OffsetReset,
     PartitionLag,
@@ -50,6 +51,7 @@ from ..backends.base import (
     TopicInfo,
     decode_headers,
     encode_headers,
+    reraise,
 )
 from ..endpoint import redact
 from ..errors import (
@@ -66,17 +68,24 @@ log = logging.getLogger("mlops_async.postgres")
 
 
 
-def _translate(exc: BaseException, what: str) -> BusError:
-    if isinstance(exc, BusError):
-        return exc
-    if isinstance(exc, asyncpg.exceptions.InvalidPasswordError
-                  | asyncpg.exceptions.InvalidAuthorizationSpecificationError):
-        return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
-    if isinstance(exc, OSError | TimeoutError | asyncpg.exceptions.ConnectionDoesNotExistError
-                  | asyncpg.exceptions.CannotConnectNowError
-                  | asyncpg.exceptions.InterfaceError):
-        return BusUnavailable(f"{what}: {str(exc) or type(exc).__name__}")
-    return PublishError(f"{what}: {exc!r}")
+def _auth(what: str, exc: BaseException) -> BusError:
+    return AuthenticationError(f"{what}: the server refused the credentials ({exc})")
+
+
+# How asyncpg's errors read as ours; anything else propagates unchanged.
+_ERRORS: ErrorMap = (
+    ((asyncpg.exceptions.InvalidPasswordError,
+      asyncpg.exceptions.InvalidAuthorizationSpecificationError), _auth),
+    ((OSError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError,
+      asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.InterfaceError),
+     BusUnavailable),
+    (asyncpg.exceptions.PostgresError, PublishError),  # the server refused the statement
+)
+
+
+def _raise(exc: BaseException, what: str) -> NoReturn:
+    """Raise our error for ``exc`` (the driver's chained), or ``exc`` itself if unlisted."""
+    reraise(exc, what, _ERRORS)
 
 
 class PostgresBackend(Backend):
@@ -120,7 +129,7 @@ class PostgresBackend(Backend):
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size,
                                              timeout=10, **self._connect_options)
         except Exception as exc:
-            raise _translate(exc, f"cannot connect to {self!r}") from exc
+            _raise(exc, f"cannot connect to {self!r}")
         assert pool is not None
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -144,7 +153,7 @@ class PostgresBackend(Backend):
                 """)
         except Exception as exc:
             await pool.close()
-            raise _translate(exc, "creating tables") from exc
+            _raise(exc, "creating tables")
         self.pool = pool
 
     async def close(self) -> None:
@@ -185,7 +194,7 @@ class PostgresBackend(Backend):
                             topic, self.maxlen)
                     await conn.execute("SELECT pg_notify($1, $2)", self.channel, topic)
         except Exception as exc:
-            raise _translate(exc, f"publishing {len(records)} record(s)") from exc
+            _raise(exc, f"publishing {len(records)} record(s)")
 
     async def subscribe(self, topics: Sequence[str], *, group: str | None,
                         auto_offset_reset: OffsetReset) -> Subscription:
@@ -206,7 +215,7 @@ class PostgresBackend(Backend):
                         "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", grp, topic, start)
             listener = await asyncpg.connect(self.dsn, timeout=10, **self._connect_options)
         except Exception as exc:
-            raise _translate(exc, f"cannot subscribe to {list(topics)}") from exc
+            _raise(exc, f"cannot subscribe to {list(topics)}")
         sub = _PgSubscription(self, list(topics), grp, member, private, listener)
         await listener.add_listener(self.channel, sub.notified)
         self._subs.add(sub)
@@ -219,7 +228,7 @@ class PostgresBackend(Backend):
         try:
             return list(await pool.fetch(sql, *args))
         except Exception as exc:
-            raise _translate(exc, what) from exc
+            _raise(exc, what)
 
     async def list_topics(self) -> list[TopicInfo]:
         rows = await self._q("list topics", f"""
@@ -354,7 +363,7 @@ class _PgSubscription(Subscription):
                     f"SELECT id, topic, key, value, headers FROM {t('messages')} "
                     "WHERE id = ANY($1) ORDER BY id", [i for _, i in ids])
         except Exception as exc:
-            raise _translate(exc, "fetch") from exc
+            _raise(exc, "fetch")
         return [
             Delivery(r["topic"], 0, r["id"], r["value"], r["key"],
                      decode_headers(r["headers"]) if r["headers"] else None,
@@ -373,7 +382,7 @@ class _PgSubscription(Subscription):
                 "AND owner = $4",
                 [(self.grp, d.topic, d.offset, self.member) for d in deliveries])
         except Exception as exc:
-            raise _translate(exc, "ack") from exc
+            _raise(exc, "ack")
 
     async def close(self) -> None:
         if self._closed:
