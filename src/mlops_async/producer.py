@@ -422,9 +422,51 @@ class Producer(AsyncResource, Generic[M]):
         headers: HeadersIn = None,
         flush: bool = False,
     ) -> None:
-        """Queue several messages; same rules as :meth:`send`."""
-        for msg in msgs:
-            await self.send(msg, topic=topic, key=key, headers=headers)
+        """Queue several messages in one pass; same rules and errors as :meth:`send`.
+
+        Every message is encoded first (a bad one raises before any is queued),
+        then they enter the buffer in chunks of up to ``batch_size`` with one
+        wake-up of the sender per chunk, waiting for room as ``send`` does.
+        """
+        if self._sender is None or self._closing:
+            await self._ensure_open()
+        encode = self._codec.encode
+        values = [encode(m) for m in msgs]
+        if self.strict and self._outage.active:
+            raise BusUnavailable("broker unavailable (strict mode)")
+        topics = self._topics if topic is None else _topics(topic)
+        if not topics:
+            raise ValueError("no topic: pass topic= to send_many() or to the Producer")
+        k = key.encode() if isinstance(key, str) else key
+        h = _headers(headers) if headers else None
+        step = max(1, self._batch_size // len(topics))
+        for i in range(0, len(values), step):
+            chunk = values[i:i + step]
+            if self._spooling:
+                for value in chunk:
+                    await self._send_to_spool(value, topic, key, headers)
+                continue
+            n = len(chunk) * len(topics)
+            size = sum([len(v) for v in chunk]) * len(topics)
+            if (
+                self._count
+                and (self._count + n > self._max_count or self._bytes + size > self._max_bytes)
+                and await self._wait_for_room(n, size)
+            ):
+                for value in chunk:  # the broker went away meanwhile
+                    await self._send_to_spool(value, topic, key, headers)
+                continue
+            if len(topics) == 1:
+                t = topics[0]
+                self._buf.extend([Record(t, v, k, h) for v in chunk])
+            else:
+                self._buf.extend([Record(t, v, k, h) for v in chunk for t in topics])
+            self._count += n
+            self._bytes += size
+            self._queued += n
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
         if flush:
             await self.flush()
 

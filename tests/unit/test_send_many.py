@@ -1,0 +1,57 @@
+"""send_many: one pass, same rules as send."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from mlops_async import Consumer, MessageTooLarge, MLOpsMessage, Producer
+
+from ..conftest import make_msg
+
+
+def url() -> str:
+    return f"memory://many-{uuid.uuid4().hex[:8]}"
+
+
+async def read(u: str, topic: str, n: int) -> list[int]:
+    out: list[int] = []
+    async with Consumer(u, topic=topic, auto_offset_reset="earliest") as c:
+        async with asyncio.timeout(10):
+            while len(out) < n:
+                out += [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
+    return out
+
+
+async def test_order_kept_through_backpressure_and_across_topics() -> None:
+    u = url()
+    async with Producer(u, topic=["a", "b"], batch_size=64, buffer_size=128) as p:
+        await p.send_many([make_msg(i) for i in range(1000)], flush=True)
+        assert p.stats()["sent"] == 2000
+    assert await read(u, "a", 1000) == list(range(1000))
+    assert await read(u, "b", 1000) == list(range(1000))
+
+
+async def test_a_bad_message_raises_before_any_is_queued() -> None:
+    u = url()
+    big = make_msg(1, blob="x" * 5000)
+    async with Producer(u, topic="t", max_message_size=1024) as p:
+        with pytest.raises(MessageTooLarge):
+            await p.send_many([make_msg(0), big, make_msg(2)])
+        assert p.sequence == 0
+        await p.send_many([], flush=True)  # nothing to do
+
+
+async def test_key_and_headers_apply_to_every_message() -> None:
+    u = url()
+    async with Producer(u, topic="t") as p:
+        await p.send_many([make_msg(i) for i in range(5)], key="k", headers={"h": "v"},
+                          flush=True)
+    async with Consumer(u, topic="t", auto_offset_reset="earliest") as c:
+        got: list[MLOpsMessage] = []
+        async with asyncio.timeout(10):
+            while len(got) < 5:
+                got += await c.get_messages(timeout=0.1)
+        assert all(e.key == b"k" and e.headers == (("h", b"v"),) for e in c.envelopes)
