@@ -365,7 +365,9 @@ class KafkaBackend(Backend):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             err = _translate(exc, what)
-            if isinstance(err, BusUnavailable):
+            if not isinstance(err, AuthenticationError):
+                # A refused SASL login reads like an outage (or, for SCRAM, like a
+                # KeyError from aiokafka): ask the broker directly.
                 err = await self._auth_failure(what) or err
             if err is exc:
                 raise
