@@ -65,7 +65,21 @@ def save(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = N
         **(extra or {}),
     }
     out.write_text(json.dumps(payload, indent=2) + "\n")
+    save_chart(out)
     return out
+
+
+def save_chart(json_path: Path) -> Path | None:
+    """Render the results JSON into a PNG beside it (needs matplotlib: the bench extra)."""
+    try:
+        from _charts import render
+    except ImportError as exc:
+        print(f"no chart for {json_path.name} ({exc}; pip install -e '.[bench]')")
+        return None
+    png = render(json_path)
+    if png is not None:
+        print(f"chart {png}")
+    return png
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
