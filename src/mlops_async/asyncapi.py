@@ -94,8 +94,11 @@ def _from_pipeline(pipeline: Pipeline) -> tuple[dict[str, Queue], list[_Handler]
         # so queue defaults and dead-letter names are the engine's own.
         app = App(f"{pipeline.name}.{stage.name}", url=pipeline.url,
                   queues=pipeline.queues.values())
-        app.handler(input=stage.input, outputs=stage.outputs, name=stage.name,
-                    **stage.handler_options)(stage.fn)
+        if stage.input is None:  # a source: it only sends
+            app.source(outputs=stage.outputs, name=stage.name)(stage.fn)
+        else:
+            app.handler(input=stage.input, outputs=stage.outputs, name=stage.name,
+                        **stage.handler_options)(stage.fn)
         stage_queues, stage_handlers = _from_app(app)
         for name, q in stage_queues.items():
             queues.setdefault(name, q)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -108,6 +109,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.replicas and args.replicas > 1:
             return run_replicas(args.target, args.stage, args.replicas, _child_args(args))
         app = target.app_for(args.stage, target.params_for(args.stage, params))
+        if target.finite:
+            # One replica of a finite run: ends once its upstream ended and it drained.
+            replicas = os.environ.get("MLOPS_REPLICAS")
+            app.ending = target.ending(
+                args.stage, os.environ.get("MLOPS_RUN_ID", "default"),
+                f"{socket.gethostname()}-{os.getpid()}", int(replicas) if replicas else None)
     elif isinstance(target, App):
         app = target
     else:

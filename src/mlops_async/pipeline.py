@@ -32,6 +32,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ from typing import Any
 import msgspec
 
 from .app import App
+from .app.core import ErrorHook
+from .app.ending import Ending
 from .errors import ConfigurationError
 from .queues import Queue
 
@@ -51,7 +54,7 @@ class Stage:
 
     name: str
     fn: Callable[..., Any]
-    input: str
+    input: str | None  # None: a source
     outputs: tuple[str, ...]
     params_type: type[Any] | None
     replicas: int
@@ -74,16 +77,28 @@ class Pipeline:
         self.config_params = params or {}
         self.app_options = app_options or {}
         self.stages: dict[str, Stage] = {}
+        self._hooks: dict[str, list[Callable[..., Any]]] = {
+            "startup": [], "shutdown": [], "error": []}
 
     def queue(self, name: str, **fields: Any) -> Queue:
         q = Queue(name=name, **fields)
         self.queues[name] = q
         return q
 
-    def stage(self, *, input: str, outputs: Sequence[str] = (), params: type[Any] | None = None,
-              replicas: int = 1, name: str | None = None, **handler_options: Any,
-              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Declare a stage; ``handler_options`` go to :meth:`App.handler` (retries...)."""
+    def stage(self, *, input: str | None = None, outputs: Sequence[str] = (),
+              params: type[Any] | None = None, replicas: int = 1, name: str | None = None,
+              **handler_options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a stage; ``handler_options`` go to :meth:`App.handler` (retries...).
+
+        With no ``input`` the stage is a source: an async generator (or coroutine)
+        yielding ``(queue, message)`` tuples, called with its parameters if it takes
+        them. A pipeline with sources is finite: once they finished, every stage
+        ends when its upstream stages ended and its input is drained, and
+        ``run()`` returns.
+        """
+        if input is None and handler_options:
+            raise ConfigurationError(f"a source stage takes no handler options: "
+                                     f"{sorted(handler_options)}")
         if params is not None and not (isinstance(params, type)
                                        and issubclass(params, msgspec.Struct)):
             raise ConfigurationError("params must be a msgspec.Struct type")
@@ -131,6 +146,41 @@ class Pipeline:
                 f"pipeline {self.name!r} has no stage {name!r} (stages: {list(self.stages)})"
             ) from None
 
+    # -- life cycle hooks (for every stage) -----------------------------------
+
+    def on_startup(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``fn()`` in every stage replica before its first message."""
+        self._hooks["startup"].append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``fn()`` in every stage replica after its drain (also on SIGTERM)."""
+        self._hooks["shutdown"].append(fn)
+        return fn
+
+    def on_error(self, fn: ErrorHook) -> ErrorHook:
+        """Call ``fn(exc, input)`` when a stage's handler fails for good on an input."""
+        self._hooks["error"].append(fn)
+        return fn
+
+    @property
+    def finite(self) -> bool:
+        """True if the pipeline has a source stage, so its runs end."""
+        return any(st.input is None for st in self.stages.values())
+
+    def upstream(self, stage: str) -> dict[str, int]:
+        """The stages whose outputs feed ``stage``, with their replica counts."""
+        st = self._stage(stage)
+        return {s.name: s.replicas for s in self.stages.values()
+                if st.input is not None and st.input in s.outputs}
+
+    def ending(self, stage: str, run: str, replica: str, replicas: int | None = None) -> Ending:
+        """Where ``stage`` sits in finite run ``run`` (for :attr:`App.ending`)."""
+        st = self._stage(stage)
+        return Ending(control_topic=f"{self.name}.control", run=run, stage=stage,
+                      replica=replica, replicas=replicas or st.replicas,
+                      upstream=self.upstream(stage))
+
     # -- running --------------------------------------------------------------
 
     def app_for(self, stage: str, params: Any = None, **app_options: Any) -> App:
@@ -138,7 +188,23 @@ class Pipeline:
         st = self._stage(stage)
         app = App(f"{self.name}.{st.name}", url=self.url, queues=self.queues.values(),
                   **{**self.app_options, **app_options})
+        for fn_ in self._hooks["startup"]:
+            app.on_startup(fn_)
+        for fn_ in self._hooks["shutdown"]:
+            app.on_shutdown(fn_)
+        for fn_ in self._hooks["error"]:
+            app.on_error(fn_)
         fn = st.fn
+        if st.input is None:
+            bound_params = params if params is not None else self.params_for(stage)
+            takes = len(inspect.signature(fn).parameters)
+
+            def produce() -> Any:
+                return fn(bound_params) if takes >= 1 else fn()
+
+            produce.__name__ = st.name
+            app.source(outputs=st.outputs, name=st.name)(produce)
+            return app
         if st.params_type is not None and len(inspect.signature(fn).parameters) >= 2:
             bound = params if params is not None else self.params_for(stage)
             if inspect.iscoroutinefunction(fn):
@@ -157,9 +223,21 @@ class Pipeline:
 
     async def run(self, stages: Sequence[str] | None = None, *,
                   install_signals: bool = True) -> None:
-        """Run stages (all by default), each with its replicas, until stopped or signalled."""
+        """Run stages (all by default), each with its replicas, in this process.
+
+        A finite pipeline (one with sources) returns once every stage ended; any
+        pipeline returns when stopped or signalled. Raises :class:`AppFailed` if a
+        stage failed.
+        """
         names = list(stages or self.stages)
-        apps = [self.app_for(n) for n in names for _ in range(self._stage(n).replicas)]
+        run_id = uuid.uuid4().hex
+        apps = []
+        for n in names:
+            for i in range(self._stage(n).replicas):
+                app = self.app_for(n)
+                if self.finite:
+                    app.ending = self.ending(n, run_id, f"{n}-{i}")
+                apps.append(app)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         if install_signals:
@@ -170,10 +248,14 @@ class Pipeline:
         try:
             for app in apps:
                 await app.start()
-            # Until asked to stop, or until any stage stops on its own (it failed).
-            waiters = [asyncio.create_task(stop.wait()),
-                       *(asyncio.create_task(app.wait_stopped()) for app in apps)]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            # Until asked to stop, until a stage fails, or until every stage ended.
+            stopped = [asyncio.create_task(app.wait_stopped()) for app in apps]
+            waiters = [asyncio.create_task(stop.wait()), *stopped]
+            while not stop.is_set():
+                await asyncio.wait([w for w in waiters if not w.done()] or waiters,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if all(t.done() for t in stopped) or any(a.failure for a in apps):
+                    break
         finally:
             for w in waiters:
                 w.cancel()
@@ -195,10 +277,15 @@ class Pipeline:
 
 def run_replicas(target: str, stage: str, replicas: int,
                  child_args: Sequence[Sequence[str]]) -> int:
-    """Run ``replicas`` processes of one stage; forward SIGINT/SIGTERM; exit when all did."""
+    """Run ``replicas`` processes of one stage; forward SIGINT/SIGTERM; exit when all did.
+
+    Each learns how many replicas its stage runs (``MLOPS_REPLICAS``), so the stages
+    downstream of a finite run know how many ends to wait for.
+    """
+    env = {**os.environ, "MLOPS_REPLICAS": str(replicas)}
     procs = [
         subprocess.Popen([sys.executable, "-m", "mlops_async", "run", target, "--stage", stage,
-                          *child_args[i]])
+                          *child_args[i]], env=env)
         for i in range(replicas)
     ]
 

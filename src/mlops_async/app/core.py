@@ -15,7 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .._client import Backoff
 from ..backends import check_options
@@ -27,6 +27,7 @@ from ..producer import Producer
 from ..queues import AppConfig, Queue, load_config, schema_of, url_of
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
+from .ending import Ending, announce, wait_for_the_end
 from .lag import LagWatcher
 from .outcome import Outcomes
 from .route import AppFailed, Handler, Route
@@ -34,6 +35,8 @@ from .route import AppFailed, Handler, Route
 __all__ = ["App"]
 
 log = logging.getLogger("mlops_async.app")
+
+ErrorHook = Callable[[BaseException, Any], Any]
 
 # Consumer arguments an app sets for each input: a queue's options may not override them.
 _CONSUMER_ARGS = frozenset({"topic", "group", "schema", "commit", "on_invalid"})
@@ -98,6 +101,13 @@ class App:
         self._signals = 0
         self._failure: BaseException | None = None
         self._stopper: asyncio.Task[None] | None = None
+        self._on_startup: list[Callable[[], Any]] = []
+        self._on_shutdown: list[Callable[[], Any]] = []
+        self._on_error: list[ErrorHook] = []
+        self._sources: list[Route] = []
+        self._finite: asyncio.Task[None] | None = None
+        #: Set by a Pipeline: this app is one replica of a stage of a finite run.
+        self.ending: Ending | None = None
 
     # -- declaration --------------------------------------------------------
 
@@ -152,6 +162,45 @@ class App:
 
         return register
 
+    def on_startup(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``fn()`` (sync or async) once the app's clients are open, before the first
+        message is handed to a handler; if it raises, the app does not start."""
+        self._on_startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Run ``fn()`` after the drain at stop (also on SIGINT/SIGTERM); errors are logged."""
+        self._on_shutdown.append(fn)
+        return fn
+
+    def on_error(self, fn: ErrorHook) -> ErrorHook:
+        """Call ``fn(exc, input)`` when a handler fails for good on ``input`` (it is then
+        dead-lettered); for a batch handler, the one input that failed alone. Errors in
+        ``fn`` are logged."""
+        self._on_error.append(fn)
+        return fn
+
+    def source(self, *, outputs: Sequence[str], name: str | None = None,
+               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a source: an async generator (or coroutine, or generator) that
+        yields ``(queue, message)`` tuples (a coroutine returns a list of them).
+
+        When every source has finished and its outputs are confirmed, an app with
+        no handlers stops by itself; in a Pipeline, the end of the stream then
+        travels downstream (see :mod:`mlops_async.app.ending`).
+        """
+        if self._started:
+            raise ConfigurationError("sources must be registered before the app starts")
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            for q in outputs:
+                self.queues.setdefault(q, Queue(name=q))
+            self._sources.append(Route(name or fn.__name__, fn, True, "", tuple(outputs), "",
+                                       0, Backoff()))
+            return fn
+
+        return register
+
     @property
     def routes(self) -> tuple[Route, ...]:
         """The registered handlers, in registration order."""
@@ -166,8 +215,8 @@ class App:
         """
         if self._started:
             return
-        if not self._routes:
-            raise ConfigurationError(f"app {self.name!r} has no handlers")
+        if not self._routes and not self._sources:
+            raise ConfigurationError(f"app {self.name!r} has no handlers or sources")
         self._started = True
         self._stopped = asyncio.Event()
         try:
@@ -185,6 +234,13 @@ class App:
         for name, q in self.queues.items():
             self._schemas[name] = schema_of(q)
         inputs: list[tuple[Queue, str]] = []
+        for source in self._sources:
+            for qname in source.outputs:
+                url = url_of(self.queues[qname], default) or default
+                if url not in self._producers:
+                    self._producers[url] = Producer(url, **self.client_options)
+                    await self._producers[url].start()
+                self._queue_producer[qname] = self._producers[url]
         for route in self._routes:
             for qname in (*route.outputs, route.dead_letter):
                 url = url_of(self.queues[qname], default) or default
@@ -211,8 +267,10 @@ class App:
         self._outcomes = Outcomes(
             self.name, self.queues, self._schemas, self._queue_producer, metrics=self.metrics,
             sleep=self._sleep, executor=self._executor, max_unconfirmed=self.max_unconfirmed,
-            on_task_error=self._log_crash,
+            on_task_error=self._log_crash, on_error=self._failed_input,
         )
+        for hook in self._on_startup:
+            await _call_hook(hook)
         self._outcomes.track(self._producers.values())
         self._dispatch = Dispatcher(
             self.name, self.max_concurrency, handle=self._outcomes.handle,
@@ -223,6 +281,10 @@ class App:
         if self.metrics is not None:
             self._lag = LagWatcher(self.group, inputs, self.metrics, self.client_options)
             self._lag.start()
+        if self._sources or self.ending is not None:
+            self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
+                                               name=f"{self.name}.end")
+            self._finite.add_done_callback(self._log_crash)
 
     async def stop(self) -> None:
         """Drain and close; safe to call twice."""
@@ -233,6 +295,10 @@ class App:
         self._stopping = True
         try:
             dispatch, outcomes = self._dispatch, self._outcomes
+            finite = self._finite
+            if finite is not None and finite is not asyncio.current_task():
+                finite.cancel()
+                await asyncio.gather(finite, return_exceptions=True)
             if dispatch is not None:
                 await dispatch.stop_reading(self.drain_timeout)
             if self._lag is not None:
@@ -257,6 +323,12 @@ class App:
                     log.warning("app %s: outputs not confirmed at stop: %r", self.name, exc)
             if outcomes is not None:
                 await outcomes.settle_pending(self.drain_timeout)
+            for hook in self._on_shutdown:
+                try:
+                    await _call_hook(hook)
+                except Exception:
+                    log.exception("app %s: shutdown hook %s failed", self.name,
+                                  getattr(hook, "__name__", hook))
             await self._close_clients()
             if outcomes is not None:
                 outcomes.cancel()
@@ -314,6 +386,52 @@ class App:
             log.error("app %s: second %s, exiting now", self.name, sig.name)
             os._exit(128 + int(sig))
 
+    async def _run_to_the_end(self, default: str, inputs: list[tuple[Queue, str]]) -> None:
+        """Run the sources; in a finite run, wait for the end of the input, announce ours."""
+        try:
+            if self._sources:
+                await asyncio.gather(*(self._run_source(s) for s in self._sources))
+            if self.ending is not None and self._routes:
+                await wait_for_the_end(
+                    self.ending, default, self.client_options, group=self.group,
+                    inputs=[(url, q.topic) for q, url in inputs], idle=self._idle,
+                )
+            if self.ending is None and self._routes:
+                return  # handlers keep running until stopped
+            for producer in self._producers.values():
+                await producer.flush(timeout=3600)  # every output confirmed before the end
+            if self.ending is not None:
+                await announce(self.ending, default, self.client_options)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc, "running to the end")
+            return
+        log.info("app %s: finished", self.name)
+        if self._stopper is None and not self._stopping:
+            self._stopper = asyncio.get_running_loop().create_task(self.stop())
+            self._stopper.add_done_callback(self._log_crash)
+
+    async def _run_source(self, source: Route) -> None:
+        outcomes = self._outcomes
+        assert outcomes is not None
+        produced = cast(Callable[[], Any], source.fn)()
+        if inspect.isasyncgen(produced):
+            async for item in produced:
+                await outcomes.emit(source, [item])
+        elif inspect.isawaitable(produced):
+            items = await produced
+            if items:
+                await outcomes.emit(source, list(items))
+        elif produced is not None:
+            for item in produced:
+                await outcomes.emit(source, [item])
+
+    def _idle(self) -> bool:
+        return (self._dispatch is not None and self._dispatch.unfinished() == 0
+                and self._dispatch.idle() and self._outcomes is not None
+                and self._outcomes.unconfirmed == 0)
+
     def _fail(self, exc: BaseException, where: str) -> None:
         """Stop the app because ``where`` cannot go on; :meth:`run` raises :class:`AppFailed`."""
         log.error("app %s: %s: %s; stopping the app", self.name, where, exc, exc_info=exc)
@@ -323,6 +441,14 @@ class App:
         if self._stopper is None and not self._stopping:
             self._stopper = asyncio.get_running_loop().create_task(self.stop())
             self._stopper.add_done_callback(self._log_crash)
+
+    async def _failed_input(self, exc: BaseException, msg: Any) -> None:
+        for hook in self._on_error:
+            try:
+                await _call_hook(hook, exc, msg)
+            except Exception:
+                log.exception("app %s: error hook %s failed", self.name,
+                              getattr(hook, "__name__", hook))
 
     def _log_crash(self, task: asyncio.Task[Any]) -> None:
         """Done callback of tasks nobody awaits: their errors are logged, never lost."""
@@ -382,3 +508,9 @@ class App:
             "unconfirmed": self._outcomes.unconfirmed if self._outcomes is not None else 0,
             "handlers": [r.name for r in self._routes],
         }
+
+
+async def _call_hook(fn: Callable[..., Any], *args: Any) -> None:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        await result

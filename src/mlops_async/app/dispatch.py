@@ -136,6 +136,10 @@ class Dispatcher:
             t.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
+    def idle(self) -> bool:
+        """No batch handler is running a batch."""
+        return not self._batch_busy
+
     def unfinished(self) -> int:
         return len(self._shared) + sum(len(w.queue) + w.busy for w in self._workers)
 

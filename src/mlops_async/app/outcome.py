@@ -51,6 +51,7 @@ class Outcomes:
         executor: ThreadPoolExecutor,
         max_unconfirmed: int,
         on_task_error: Callable[[asyncio.Task[Any]], None],
+        on_error: Callable[[BaseException, Any], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
         self.queues = queues
@@ -66,6 +67,7 @@ class Outcomes:
         ] = {}
         self._finishers: set[asyncio.Task[None]] = set()
         self._on_task_error = on_task_error
+        self._on_error = on_error
 
     def track(self, producers: Iterable[Producer[Any]]) -> None:
         """Follow the confirmations of ``producers`` (call once, after they started)."""
@@ -111,7 +113,8 @@ class Outcomes:
                 pass
             except Retry as exc:
                 if attempt > route.retries:
-                    await self._give_up(route, d, exc, attempt, "retries_exhausted", started)
+                    await self._give_up(route, d, exc, attempt, "retries_exhausted", started,
+                                        msg)
                     return
                 await self._retry(route, attempt, exc.delay)
                 continue
@@ -120,7 +123,7 @@ class Outcomes:
             except Exception as exc:
                 if getattr(exc, "retriable", True) is False or attempt > route.retries:
                     reason = _reason(exc) if attempt <= route.retries else "retries_exhausted"
-                    await self._give_up(route, d, exc, attempt, reason, started)
+                    await self._give_up(route, d, exc, attempt, reason, started, msg)
                     return
                 log.info("handler %s failed on %s (attempt %d): %r; retrying", route.name,
                          d.where(), attempt, exc)
@@ -130,8 +133,10 @@ class Outcomes:
         await self._settle_inputs(route, (d,), confirmation, started)
 
     async def _give_up(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
-                       reason: str, started: float) -> None:
+                       reason: str, started: float, msg: Any) -> None:
         """Dead-letter ``d``, then acknowledge it: it is done with, just not processed."""
+        if self._on_error is not None:
+            await self._on_error(exc, msg)
         await self.dead_letter(route, d, exc, attempts, reason)
         consumer = route.consumer
         assert consumer is not None
@@ -205,7 +210,7 @@ class Outcomes:
         """Halves, recursively: one poison input must not dead-letter its neighbours."""
         if len(msgs) == 1:
             reason = _reason(exc) if attempts <= route.retries else "retries_exhausted"
-            await self._give_up(route, ds[0], exc, attempts, reason, started)
+            await self._give_up(route, ds[0], exc, attempts, reason, started, msgs[0])
             return
         mid = len(msgs) // 2
         for part, part_ds in ((msgs[:mid], ds[:mid]), (msgs[mid:], ds[mid:])):
@@ -217,6 +222,10 @@ class Outcomes:
                 await self._isolate(route, part, part_ds, part_exc, attempts + 1, started)
                 continue
             await self._settle_inputs(route, tuple(part_ds), confirmation, started)
+
+    async def emit(self, source: Route, items: list[Any]) -> None:
+        """Publish what a source produced, checked like a handler's outputs."""
+        await self._publish(source, self._check_outputs(source, items), None)
 
     async def _call(self, route: Route, msg: Any) -> Any:
         if route.is_async:
