@@ -421,6 +421,21 @@ class Consumer(AsyncResource, Generic[M]):
         self._inflight.pop(id(delivery), None)
         self._finished.append(delivery)
 
+    async def nack(self, *deliveries: Delivery) -> None:
+        """Hand deliveries (from :meth:`receive`, or :attr:`envelope`) back for prompt
+        redelivery instead of acknowledging them (volley's ``on_fail``).
+
+        Redis and PostgreSQL hand back just those; the memory bus puts them first in
+        line; Kafka seeks their partition back, so the records after them in that
+        partition come again too. Raises :class:`NotSupported` on a backend that cannot.
+        """
+        for d in deliveries:
+            self._inflight.pop(id(d), None)
+        if self._sub is not None and deliveries:
+            async with self._lock:  # never while a fetch is in flight (Kafka seeks)
+                if self._sub is not None:
+                    await self._sub.nack(deliveries)
+
     async def ack(self, *deliveries: Delivery) -> None:
         """Mark these deliveries (from :meth:`receive`) as processed.
 

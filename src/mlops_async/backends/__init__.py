@@ -39,6 +39,7 @@ BackendFactory = Callable[..., Backend]
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "memory": ("mlops_async.backends.memory:MemoryBackend", None),
     "kafka": ("mlops_async.backends.kafka:KafkaBackend", "kafka"),
+    "kafka+confluent": ("mlops_async.backends.confluent:ConfluentBackend", "confluent"),
     "redis": ("mlops_async.backends.redis:RedisBackend", "redis"),
     "rediss": ("mlops_async.backends.redis:RedisBackend", "redis"),
     # postgresql:// comes from the entry point in pyproject.toml (a plugin).

@@ -245,6 +245,14 @@ class Subscription(ABC):
             await self.ack(deliveries)
         return await self.fetch(max_records, timeout)
 
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand ``deliveries`` back for prompt redelivery (volley's ``on_fail``).
+
+        A backend that cannot raises :class:`NotSupported`; unacknowledged
+        deliveries still come back after a crash or a rebalance.
+        """
+        raise NotSupported(f"{type(self).__name__} cannot hand deliveries back")
+
     @abstractmethod
     async def close(self) -> None:
         """Leave the group; unacknowledged deliveries become available to other members."""

@@ -701,11 +701,41 @@ class _KafkaSubscription(Subscription):
         # Offsets handed out and not yet acknowledged, in order, per partition.
         self._outstanding: dict[TopicPartition, deque[int]] = {}
         self._done: dict[TopicPartition, set[int]] = {}
+        # Partitions rewound by nack(): (epoch of the rewind, offset sought back to).
+        self._rewound: dict[TopicPartition, tuple[int, int]] = {}
         self._closed = False
 
     def owns(self, delivery: Delivery) -> bool:
         tp, fetched_in = delivery.position
-        return bool(fetched_in >= self._revoked_at.get(tp, 0))
+        if fetched_in < self._revoked_at.get(tp, 0):
+            return False
+        rewound = self._rewound.get(tp)
+        # Fetched before a rewind at or below it: it is read again, this copy is stale.
+        return not (rewound is not None and fetched_in < rewound[0]
+                    and int(delivery.offset) >= rewound[1])
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Seek each partition back to its lowest nacked offset: Kafka redelivers from
+        there (the records after it in that partition too: at-least-once)."""
+        lowest: dict[TopicPartition, int] = {}
+        for d in deliveries:
+            if self.owns(d):
+                tp = d.position[0]
+                lowest[tp] = min(lowest.get(tp, int(d.offset)), int(d.offset))
+        if not lowest:
+            return
+        self.epoch += 1  # the Consumer drops what it buffered past the rewind
+        for tp, offset in lowest.items():
+            try:
+                self.consumer.seek(tp, offset)
+            except Exception as exc:  # the partition moved on meanwhile: its new owner reads it
+                log.debug("nack: cannot seek %s: %r", tp, exc)
+                continue
+            self._rewound[tp] = (self.epoch, offset)
+            q = self._outstanding.get(tp)
+            if q is not None:
+                self._outstanding[tp] = deque(o for o in q if o < offset)
+                self._done[tp] = {o for o in self._done[tp] if o < offset}
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         # Everything acknowledged was committed at ack time; what was not will be

@@ -237,6 +237,21 @@ class MemoryBroker:
             if t is not None:
                 _wake(t.space_waiters)
 
+    def nack(self, g: _Group, member: int, deliveries: Sequence[Delivery]) -> None:
+        """Put deliveries back at the front of the group's queue, for any member."""
+        back: list[tuple[str, int]] = []
+        for d in deliveries:
+            name, off = d.position
+            pending = g.pending.get(name)
+            if pending is not None and pending.get(off) == member:
+                del pending[off]
+                back.append((name, off))
+        g.redeliver.extendleft(reversed(back))
+        for name in {n for n, _ in back}:
+            t = self.topics.get(name)
+            if t is not None:
+                _wake(t.data_waiters)
+
     def leave(self, g: _Group, member: int) -> None:
         g.members.discard(member)
         returned: list[tuple[str, int]] = []
@@ -299,6 +314,10 @@ class _MemorySubscription(Subscription):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._bus.ack(self._group, deliveries)
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            self._bus.nack(self._group, self._member, deliveries)
 
     async def close(self) -> None:
         if not self._closed:

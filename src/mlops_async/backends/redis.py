@@ -573,6 +573,21 @@ class _GroupSubscription(_RedisSubscription):
         self._queue_acks(pipe, deliveries)
         await self.backend._run("ack", pipe.execute())
 
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Mark the entries idle so any member claims them at its next claim pass, and
+        re-read them here at the next fetch."""
+        if not deliveries:
+            return
+        be = self.backend
+        redis = be._client()
+        by_key: dict[Any, list[Any]] = {}
+        for d in deliveries:
+            by_key.setdefault(d.position[0], []).append(d.position[1])
+        for key, ids in by_key.items():
+            await be._run("nack", redis.xclaim(key, self.group, self.name, 0, ids,
+                                               idle=be.claim_idle_ms + 1000, justid=True))
+        self._reread_own()
+
     def _queue_acks(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[Any, list[bytes]] = {}
         for d in deliveries:

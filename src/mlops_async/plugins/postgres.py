@@ -371,6 +371,22 @@ class _PgSubscription(Subscription):
             for r in rows
         ]
 
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Expire the leases: the next fetch of any member takes the rows again."""
+        if not deliveries:
+            return
+        be = self.backend
+        try:
+            pool = await be._pool()
+            await pool.executemany(
+                # No owner: this member's own lease heartbeat must not renew it.
+                f"UPDATE {be.t('inflight')} SET lease_until = now() - interval '1 second', "
+                "owner = '' WHERE grp = $1 AND topic = $2 AND id = $3 AND owner = $4",
+                [(self.grp, d.topic, d.offset, self.member) for d in deliveries])
+        except Exception as exc:
+            _raise(exc, "nack")
+        self.wake.set()
+
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
