@@ -110,3 +110,26 @@ async def test_app_hooks_and_on_error() -> None:
 
 async def _no_wait(_: float) -> None:
     return None
+
+
+@pytest.mark.kafka
+def test_stages_in_separate_processes_end_on_kafka(tmp_path: Path, kafka_bootstrap: str) -> None:
+    env = {**os.environ, "FINITE_URL": f"kafka://{kafka_bootstrap}",
+           "FINITE_OUT": str(tmp_path / "read.txt"), "FINITE_N": "200",
+           "FINITE_PREFIX": f"fin-{uuid.uuid4().hex[:8]}", "MLOPS_RUN_ID": uuid.uuid4().hex,
+           "MLOPS_BUS_URL": ""}
+
+    def start(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "mlops_async", "run",
+                                 "tests.pipeline_finite:pipeline", *args], cwd=ROOT, env=env)
+
+    procs = [start("--stage", "reader"), start("--stage", "double", "--replicas", "2")]
+    writer = start("--stage", "writer")
+    try:
+        assert writer.wait(90) == 0
+        assert [p.wait(90) for p in procs] == [0, 0]
+    finally:
+        for p in (writer, *procs):
+            if p.poll() is None:
+                p.kill()
+    assert read_ids(tmp_path) == list(range(200))
