@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .admin import Admin
+from .app.heartbeat import STATS_TOPIC, ReplicaStats
 from .consumer import Consumer
 from .deadletter import DeadLetter
 from .endpoint import redact
 from .errors import BusError, MissingDependency, NotSupported
 
-__all__ = ["QueueRow", "TopView", "run_top"]
+__all__ = ["QueueRow", "TopView", "render", "render_replicas", "run_top"]
 
 
 @dataclass
@@ -50,11 +51,38 @@ class TopView:
         self._last_errors: dict[str, str] = {}
         self._prev: dict[str, QueueRow] = {}
         self._prev_t = 0.0
+        self._stats: Consumer[ReplicaStats] | None = None
+        self.replicas: dict[str, ReplicaStats] = {}
 
     async def close(self) -> None:
         if self._dlq is not None:
             await self._dlq.close()
+        if self._stats is not None:
+            await self._stats.close()
         await self.admin.close()
+
+    async def replica_rows(self) -> list[ReplicaStats]:
+        """The latest heartbeat of every app replica still running, by stage."""
+        if self._stats is None:
+            # No group: every heartbeat, without disturbing anyone.
+            self._stats = Consumer(self.url, topic=STATS_TOPIC, schema=ReplicaStats,
+                                   auto_offset_reset="earliest", on_invalid="raise",
+                                   **self.client_options)
+            await self._stats.start()
+        while True:
+            try:
+                beats = await self._stats.get_messages(timeout=0.05)
+            except BusError:
+                break
+            if not beats:
+                break
+            for b in beats:
+                self.replicas[b.replica] = b
+        now = time.time()
+        alive = {k: b for k, b in self.replicas.items()
+                 if b.state == "running" and now - b.at < 3 * b.every}
+        self.replicas = alive
+        return sorted(alive.values(), key=lambda b: (b.stage, b.host, b.pid, b.replica))
 
     async def _follow_dead_letters(self, dlq_topics: list[str]) -> None:
         if sorted(dlq_topics) != sorted(self._dlq_topics):
@@ -88,8 +116,8 @@ class TopView:
             groups = []
         rows: dict[str, QueueRow] = {}
         for name, info in topics.items():
-            if name.endswith(".dlq"):
-                continue
+            if name.endswith((".dlq", ".control")) or name == STATS_TOPIC:
+                continue  # dead letters are a column; control and stats are ours
             rows[name] = QueueRow(name, written=info.messages)
         for g in groups:
             if self.group and g.group != self.group:
@@ -123,7 +151,24 @@ class TopView:
         return sorted(rows.values(), key=lambda r: r.topic)
 
 
-def render(rows: list[QueueRow], url: str | None) -> Any:
+def render_replicas(replicas: list[ReplicaStats]) -> Any:
+    """One row per running app replica: where it runs, what it did, its last error."""
+    from rich.table import Table
+
+    table = Table(title="stage replicas", expand=True)
+    for col in ("stage", "replica", "in/s", "out/s", "processed", "failed", "last error"):
+        table.add_column(col, justify="right" if col.endswith(("/s", "ed")) else "left",
+                         overflow="fold" if col == "last error" else "ellipsis")
+    for b in replicas:
+        table.add_row(b.stage, f"{b.host}:{b.pid}", f"{b.in_rate:,.1f}", f"{b.out_rate:,.1f}",
+                      f"{b.processed:,}", f"[red]{b.failed}[/]" if b.failed else "0",
+                      b.last_error[:120])
+    return table
+
+
+def render(rows: list[QueueRow], url: str | None,
+           replicas: list[ReplicaStats] | None = None) -> Any:
+    from rich.console import Group
     from rich.table import Table
 
     table = Table(title=f"mlops-async top  {redact(url or '')}", expand=True)
@@ -141,7 +186,7 @@ def render(rows: list[QueueRow], url: str | None) -> Any:
                       num(r.lag), ", ".join(r.groups) or "-",
                       f"[red]{r.dead_letters}[/]" if r.dead_letters else "0",
                       r.last_error[:120])
-    return table
+    return Group(table, render_replicas(replicas)) if replicas else table
 
 
 async def run_top(url: str | None, *, group: str | None = None, interval: float = 1.0,
@@ -160,13 +205,13 @@ async def run_top(url: str | None, *, group: str | None = None, interval: float 
     view = TopView(url, group, client_options)
     try:
         rows = await view.snapshot()
-        with Live(render(rows, url), console=console, refresh_per_second=4,
-                  auto_refresh=False) as live:
+        with Live(render(rows, url, await view.replica_rows()), console=console,
+                  refresh_per_second=4, auto_refresh=False) as live:
             done = 1
             while iterations is None or done < iterations:
                 await asyncio.sleep(interval)
                 rows = await view.snapshot()
-                live.update(render(rows, url), refresh=True)
+                live.update(render(rows, url, await view.replica_rows()), refresh=True)
                 done += 1
     finally:
         await view.close()

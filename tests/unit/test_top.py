@@ -84,3 +84,36 @@ async def test_top_on_kafka(kafka_bootstrap: str) -> None:
     finally:
         await view.close()
     assert (row.written, row.lag, row.dead_letters) == (52, 20, 2)
+
+
+async def test_top_shows_one_row_per_stage_replica() -> None:
+    from mlops_async import MLOpsMessage, Pipeline
+    from mlops_async.top import render
+
+    url = f"memory://replicas-{uuid.uuid4().hex[:6]}"
+    pipeline = Pipeline("rows", url=url, app_options={"heartbeat": 0.05})
+
+    @pipeline.stage(input="in", outputs=["out"], replicas=3)
+    async def work(msg: MLOpsMessage) -> list[tuple[str, MLOpsMessage]]:
+        return [("out", msg)]
+
+    task = asyncio.ensure_future(pipeline.run(install_signals=False))
+    view = TopView(url)
+    try:
+        async with Producer(url, topic="in") as p:
+            await p.send_many([make_msg(i) for i in range(30)], flush=True)
+        async with asyncio.timeout(10):
+            while True:
+                rows = await view.replica_rows()
+                if len(rows) == 3 and sum(r.processed for r in rows) == 30:
+                    break
+                await asyncio.sleep(0.05)
+        assert {r.stage for r in rows} == {"rows.work"}
+        console = Console(record=True, width=160)
+        console.print(render(await view.snapshot(), url, rows))
+        text = console.export_text()
+        assert "stage replicas" in text and text.count("rows.work") >= 3
+    finally:
+        pipeline.stop()
+        await task
+        await view.close()

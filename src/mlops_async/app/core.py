@@ -28,6 +28,7 @@ from ..queues import AppConfig, Queue, load_config, schema_of, url_of
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
 from .ending import Ending, announce, wait_for_the_end
+from .heartbeat import Heartbeat
 from .lag import LagWatcher
 from .outcome import Outcomes
 from .route import AppFailed, Handler, Route
@@ -66,8 +67,10 @@ class App:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         client_options: dict[str, Any] | None = None,
         consumer_options: dict[str, Any] | None = None,
+        heartbeat: float | None = 5.0,
     ) -> None:
         self.name = name
+        self.heartbeat = heartbeat  # seconds between stats for `top`; None: none
         cfg = load_config(config) if isinstance(config, str | Path) else config
         self.url = url or (cfg.url if cfg else None)
         self.queues: dict[str, Queue] = {}
@@ -106,6 +109,7 @@ class App:
         self._on_error: list[ErrorHook] = []
         self._sources: list[Route] = []
         self._finite: asyncio.Task[None] | None = None
+        self._heartbeat: Heartbeat | None = None
         #: Set by a Pipeline: this app is one replica of a stage of a finite run.
         self.ending: Ending | None = None
 
@@ -281,6 +285,14 @@ class App:
         if self.metrics is not None:
             self._lag = LagWatcher(self.group, inputs, self.metrics, self.client_options)
             self._lag.start()
+        if self.heartbeat:
+            if default not in self._producers:
+                self._producers[default] = Producer(default, **self.client_options)
+                await self._producers[default].start()
+            self._heartbeat = Heartbeat(
+                self.name, self.ending.stage if self.ending else self.name,
+                self._producers[default], self.heartbeat, self._counters)
+            self._heartbeat.start()
         if self._sources or self.ending is not None:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
                                                name=f"{self.name}.end")
@@ -323,6 +335,8 @@ class App:
                     log.warning("app %s: outputs not confirmed at stop: %r", self.name, exc)
             if outcomes is not None:
                 await outcomes.settle_pending(self.drain_timeout)
+            if self._heartbeat is not None:
+                await self._heartbeat.close()
             for hook in self._on_shutdown:
                 try:
                     await _call_hook(hook)
@@ -426,6 +440,13 @@ class App:
         elif produced is not None:
             for item in produced:
                 await outcomes.emit(source, [item])
+
+    def _counters(self) -> tuple[int, int, int, str]:
+        o = self._outcomes
+        if o is None:
+            return 0, 0, 0, ""
+        last = o.last_error or next((r.last_error for r in self._routes if r.last_error), "")
+        return o.processed, o.failed, o.published, last
 
     def _idle(self) -> bool:
         return (self._dispatch is not None and self._dispatch.unfinished() == 0

@@ -68,6 +68,11 @@ class Outcomes:
         self._finishers: set[asyncio.Task[None]] = set()
         self._on_task_error = on_task_error
         self._on_error = on_error
+        # Counters for the heartbeat: inputs acknowledged, given up on, outputs published.
+        self.processed = 0
+        self.failed = 0
+        self.published = 0
+        self.last_error = ""
 
     def track(self, producers: Iterable[Producer[Any]]) -> None:
         """Follow the confirmations of ``producers`` (call once, after they started)."""
@@ -135,6 +140,8 @@ class Outcomes:
     async def _give_up(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
                        reason: str, started: float, msg: Any) -> None:
         """Dead-letter ``d``, then acknowledge it: it is done with, just not processed."""
+        self.failed += 1
+        self.last_error = f"{route.name}: {type(exc).__name__}: {exc}"
         if self._on_error is not None:
             await self._on_error(exc, msg)
         await self.dead_letter(route, d, exc, attempts, reason)
@@ -165,6 +172,7 @@ class Outcomes:
         if m is not None:
             for _ in ds:
                 m.consumed_ok(route.input)
+        self.processed += len(ds)
         await consumer.ack(*ds)
         if m is not None:
             m.timed("cycle", time.perf_counter() - started)
@@ -281,6 +289,7 @@ class Outcomes:
         """
         if not outputs:
             return None
+        self.published += len(outputs)
         firsts: dict[Producer[Any], int] = {}
         for queue, message in outputs:
             producer = self.producers[queue.name]
@@ -327,6 +336,7 @@ class Outcomes:
             if exc is not None:
                 self._spawn_finish(route, ds, started, exc)
                 continue
+            self.processed += len(ds)
             for d in ds:
                 consumer.ack_nowait(d)
                 if m is not None:
