@@ -11,13 +11,22 @@ from __future__ import annotations
 import enum
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import msgspec
+import msgspec.structs
 
 from .errors import InvalidMessage
 
-__all__ = ["MLOpsMessage", "MessageBuilder", "MessageType", "Stage", "new_id"]
+__all__ = [
+    "FrozenArgs",
+    "MLOpsMessage",
+    "MessageBuilder",
+    "MessageType",
+    "Stage",
+    "new_id",
+    "unknown_type",
+]
 
 
 class MessageType(enum.StrEnum):
@@ -40,6 +49,57 @@ class Stage(enum.StrEnum):
     EVALUATE = "EVALUATE"
     DEPLOY = "DEPLOY"
     MONITOR = "MONITOR"
+
+
+_UNKNOWN: dict[str, enum.StrEnum] = {}
+
+
+def unknown_type(value: str) -> enum.StrEnum:
+    """A :class:`MessageType` value this version does not know yet (a newer writer's).
+
+    Such a message is delivered, not dead-lettered: its type is an enum member of
+    its own (``.value`` and ``.name`` are the string, and it equals it), which
+    encodes back unchanged. One member per distinct value (a handful in practice).
+    """
+    member = _UNKNOWN.get(value)
+    if member is None:
+        if len(_UNKNOWN) >= 1024:  # bounded: a hostile stream cannot grow it forever
+            _UNKNOWN.clear()
+        make: Any = enum.StrEnum  # the functional API, with a name known only now
+        member = _UNKNOWN[value] = make("UnknownMessageType", [(value, value)])[value]
+    return member
+
+
+_TYPES: dict[str, MessageType] = {m.value: m for m in MessageType}
+_set = msgspec.structs.force_setattr
+
+
+_IMMUTABLE = "a built MLOpsMessage is immutable: derive a changed copy with msg.to_builder()"
+
+
+class FrozenArgs(dict[str, Any]):
+    """``additional_arguments`` of a built message: read it like a dict; changing it raises.
+
+    A message may already sit in a send buffer when the code that built it runs
+    on, so changing it in place must fail rather than alter what is sent.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(_IMMUTABLE)
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy without calling __setitem__
+        return (FrozenArgs, (dict(self),))
+
+
+if TYPE_CHECKING:
+    _MessageTypeField = MessageType
+else:  # decoded as any string: MessageType will grow, and old readers must keep reading
+    _MessageTypeField = str
 
 
 def new_id() -> str:
@@ -70,7 +130,7 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     id: str
     created_at: float
-    msg_type: MessageType
+    msg_type: _MessageTypeField
     creator_type: str | None = None
     creator: str | None = None
     user_message: str | None = None
@@ -79,6 +139,16 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     topic: str | None = None
     correlation_id: str | None = None
     additional_arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Runs on build and on decode (kept lean: it is on the hot path): immutable all
+        # the way to the arguments, and a type from a newer writer kept, not refused.
+        args = self.additional_arguments
+        if args.__class__ is not FrozenArgs:
+            _set(self, "additional_arguments", FrozenArgs(args))
+        t = self.msg_type
+        if t.__class__ is str:
+            _set(self, "msg_type", _TYPES.get(t) or unknown_type(t))
 
     # Getters for code written against the original orchestration library.
     def get_id(self) -> str:

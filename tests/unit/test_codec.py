@@ -104,7 +104,6 @@ BAD_INPUTS = {
     "missing id": _mp({"created_at": 1.0, "msg_type": "DATA"}),
     "null id": _mp({**GOOD, "id": None}),
     "null msg_type": _mp({**GOOD, "msg_type": None}),
-    "unknown msg_type": _mp({**GOOD, "msg_type": "EXPLODE"}),
     "wrong type created_at": _mp({**GOOD, "created_at": "yesterday"}),
     "wrong type user_message": _mp({**GOOD, "user_message": 42}),
     "list additional_arguments": _mp({**GOOD, "additional_arguments": [1, 2]}),

@@ -1,0 +1,55 @@
+"""A built message is immutable all the way down; MessageType grows without breaking readers."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import msgspec
+import pytest
+
+from mlops_async import Codec, MessageBuilder, MessageType, MLOpsMessage
+
+
+def built() -> MLOpsMessage:
+    return (MessageBuilder().with_msg_type(MessageType.DATA)
+            .with_additional_arguments({"k": [1, 2]}).with_argument("rows", 3).build())
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a.__setitem__("x", 1), lambda a: a.pop("k"), lambda a: a.update(x=1),
+    lambda a: a.clear(), lambda a: a.setdefault("x", 1), lambda a: a.popitem(),
+    lambda a: a.__delitem__("k"),
+])
+def test_arguments_of_a_built_or_received_message_cannot_change(change: object) -> None:
+    for msg in (built(), Codec().decode(Codec().encode(built()))):
+        with pytest.raises(TypeError, match="immutable"):
+            change(msg.additional_arguments)  # type: ignore[operator]
+        assert msg.additional_arguments["k"] == [1, 2]
+    with pytest.raises(AttributeError):
+        built().user_message = "x"  # type: ignore[misc]
+
+
+def test_the_builder_stays_mutable_and_derives_copies() -> None:
+    msg = built()
+    other = msg.to_builder().with_argument("rows", 4).build()
+    assert msg.additional_arguments["rows"] == 3 and other.additional_arguments["rows"] == 4
+    assert pickle.loads(pickle.dumps(msg)) == msg and copy.deepcopy(msg) == msg
+    assert msgspec.json.decode(msgspec.json.encode(msg))["additional_arguments"]["rows"] == 3
+
+
+def test_an_unknown_message_type_is_delivered_and_readable() -> None:
+    codec: Codec[MLOpsMessage] = Codec()
+    for payload in (
+        b"\x01" + msgspec.msgpack.encode({"id": "a", "created_at": 1.0,
+                                          "msg_type": "RETRAIN_REQUESTED"}),
+        b'{"id": "a", "created_at": 1.0, "msg_type": "RETRAIN_REQUESTED"}',  # foreign JSON
+    ):
+        msg = codec.decode(payload)
+        assert msg.msg_type == "RETRAIN_REQUESTED" and msg.msg_type.value == "RETRAIN_REQUESTED"
+        assert not isinstance(msg.msg_type, MessageType)
+        # It travels on unchanged: a stage in the middle does not lose it.
+        assert codec.decode(codec.encode(msg)).msg_type.value == "RETRAIN_REQUESTED"
+    known = codec.decode(b"\x01" + msgspec.msgpack.encode(
+        {"id": "a", "created_at": 1.0, "msg_type": "START"}))
+    assert known.msg_type is MessageType.START
