@@ -8,9 +8,17 @@ scheme: memory, kafka, redis, or a plugin's dotted path), a ``schema``
 ``prefetch``, or broker-client settings such as ``max_poll_interval_ms``).
 One app may read from Kafka and write to Redis.
 
-Environment overrides, most specific first: ``MLOPS_QUEUE_<NAME>_URL``, then
-``MLOPS_<TYPE>_URL`` (e.g. ``MLOPS_KAFKA_URL``), then the file's own ``url``
-or the app's URL.
+Where a queue lives, most specific first: ``MLOPS_QUEUE_<NAME>_URL``, then
+``MLOPS_<TYPE>_URL`` (e.g. ``MLOPS_KAFKA_URL``), then the queue's own ``url``.
+A queue with a ``type`` and none of these takes the app's URL only if it is of
+that type; otherwise it is a :class:`ConfigurationError` naming the queue (a
+``type: kafka`` queue never silently reads the in-memory bus). An unknown
+``type`` is an error too. A queue with neither takes the app's URL.
+
+``schema: dict`` makes a schema-less queue: plain JSON/msgpack objects pass
+through as dicts (volley's ComponentMessage). A queue that declares no schema
+takes the annotation of its handler's parameter (see :func:`handler_schema`),
+else :class:`MLOpsMessage`.
 
 ```yaml
 url: kafka://localhost:9092          # default for queues that name none
@@ -27,18 +35,24 @@ queues:
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from .backends import register_backend
-from .errors import ConfigurationError
+from .backends import check_options, register_backend
+from .errors import ConfigurationError, MissingDependency
 from .message import MLOpsMessage
 
-__all__ = ["AppConfig", "Queue", "import_object", "load_config"]
+__all__ = ["AppConfig", "Queue", "handler_schema", "import_object", "load_config"]
+
+#: ``type:`` names volley's users write for the schemes we have.
+_TYPE_ALIASES = {"rsmq": "redis"}
 
 
 class Queue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,23 +93,88 @@ def import_object(path: str) -> Any:
     return obj
 
 
-def schema_of(queue: Queue) -> type[Any]:
+def schema_of(queue: Queue, hinted: type[Any] | None = None) -> type[Any]:
+    """The schema ``queue`` carries: its declared ``schema``, else ``hinted`` (the
+    annotation of the handler that reads it), else :class:`MLOpsMessage`.
+
+    ``schema: dict`` gives ``dict`` (schema-less: plain objects pass through).
+    Raises :class:`ConfigurationError` if the path cannot be imported or is
+    neither a ``msgspec.Struct`` type nor ``dict``.
+    """
     if queue.schema is None:
-        return MLOpsMessage
-    obj = import_object(queue.schema)
-    if not (isinstance(obj, type) and issubclass(obj, msgspec.Struct)):
+        return hinted if hinted is not None else MLOpsMessage
+    obj = dict if queue.schema == "dict" else import_object(queue.schema)
+    if obj is not dict and not (isinstance(obj, type) and issubclass(obj, msgspec.Struct)):
         raise ConfigurationError(
-            f"queue {queue.name!r}: schema {queue.schema!r} is not a msgspec.Struct type"
+            f"queue {queue.name!r}: schema {queue.schema!r} is not a msgspec.Struct type "
+            f"(or 'dict' for plain objects)"
         )
-    return obj
+    return typing.cast(type[Any], obj)
+
+
+def handler_schema(fn: Callable[..., Any], *, batch: bool = False) -> type[Any] | None:
+    """The input schema a handler's first parameter is annotated with, or None.
+
+    A ``msgspec.Struct`` type, or ``dict`` (also ``dict[str, Any]``) for plain
+    objects; for a batch handler (``batch=True``) the element type of
+    ``list[X]``. No annotation, any other one, or one that cannot be resolved
+    (a class local to a function, under postponed annotations) gives None.
+    """
+    try:
+        first = next(iter(inspect.signature(fn).parameters.values()), None)
+    except (TypeError, ValueError):  # builtins and some callables have no signature
+        return None
+    if first is None:
+        return None
+    annotation = first.annotation
+    if isinstance(annotation, str):  # ``from __future__ import annotations``
+        try:
+            annotation = typing.get_type_hints(fn).get(first.name)
+        except Exception:  # NameError and friends: an annotation we cannot see through
+            return None
+    if batch:
+        if typing.get_origin(annotation) not in (list, Sequence):
+            return None
+        args = typing.get_args(annotation)
+        annotation = args[0] if args else None
+    if annotation is dict or typing.get_origin(annotation) is dict:
+        return dict
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return annotation
+    return None
 
 
 def _env_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", text).upper()
 
 
+def _family(scheme: str) -> str:
+    """``kafka+confluent`` and ``kafka`` are one family, as are ``rediss`` and ``redis``."""
+    base = scheme.lower().split("+", 1)[0]
+    return "redis" if base == "rediss" else "postgresql" if base == "postgres" else base
+
+
+def _scheme_of(url: str | None) -> str | None:
+    return url.split("://", 1)[0].lower() if url and "://" in url else None
+
+
+def _check_type(queue: Queue, scheme: str) -> None:
+    """Raise :class:`ConfigurationError` naming ``queue`` if no backend serves its type."""
+    try:
+        check_options(f"{scheme}://", {})
+    except MissingDependency:
+        return  # a known type whose driver is not installed: opening the queue says so
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"queue {queue.name!r}: unknown type {queue.type!r} ({exc})") from None
+
+
 def url_of(queue: Queue, default: str | None) -> str | None:
-    """Where ``queue`` lives, after environment overrides (see the module docstring)."""
+    """Where ``queue`` lives (see the module docstring); ``default`` is the app's URL.
+
+    Raises :class:`ConfigurationError` naming the queue for an unknown ``type``,
+    a ``url`` of another type, or a ``type`` with no URL to go with it.
+    """
     specific = os.environ.get(f"MLOPS_QUEUE_{_env_name(queue.name)}_URL")
     if specific:
         return specific
@@ -108,15 +187,29 @@ def url_of(queue: Queue, default: str | None) -> str | None:
             )
         register_backend(queue.url.split("://", 1)[0], kind)
         return queue.url
-    if kind:
-        by_type = os.environ.get(f"MLOPS_{_env_name(kind)}_URL")
-        if by_type:
-            return by_type
+    if not kind:
+        return queue.url or default
+    scheme = _TYPE_ALIASES.get(kind.lower(), kind.lower())
+    _check_type(queue, scheme)
+    env = f"MLOPS_{_env_name(kind)}_URL"
+    by_type = os.environ.get(env)
+    if by_type:
+        return by_type
     if queue.url:
+        given = _scheme_of(queue.url)
+        if given is not None and _family(given) != _family(scheme):
+            raise ConfigurationError(
+                f"queue {queue.name!r}: type {kind!r} but url {given}://...; drop one of them"
+            )
         return queue.url
-    if kind == "memory":
+    if scheme == "memory":
         return "memory://default"
-    return default
+    app_scheme = _scheme_of(default)
+    if app_scheme is not None and _family(app_scheme) == _family(scheme):
+        return default  # the app's own URL is of this type: the user's evident intent
+    raise ConfigurationError(
+        f"queue {queue.name!r} has type {kind!r} but no url: give it a url, or set {env}"
+    )
 
 
 def load_config(path: str | Path) -> AppConfig:

@@ -24,7 +24,7 @@ from ..endpoint import resolve_url
 from ..errors import BusError, ConfigurationError
 from ..metrics import Metrics
 from ..producer import Producer
-from ..queues import AppConfig, Queue, load_config, schema_of, url_of
+from ..queues import AppConfig, Queue, handler_schema, load_config, schema_of, url_of
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
 from .ending import Ending, announce, wait_for_the_end
@@ -94,6 +94,7 @@ class App:
         self._producers: dict[str, Producer[Any]] = {}  # by URL
         self._queue_producer: dict[str, Producer[Any]] = {}  # by queue name
         self._schemas: dict[str, type[Any]] = {}
+        self._hinted: dict[str, type[Any]] = {}  # input queue -> its handler's annotation
         self._dispatch: Dispatcher | None = None
         self._outcomes: Outcomes | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -157,6 +158,9 @@ class App:
                 self.queues.setdefault(q, Queue(name=q))
             in_topic = self.queues[input].topic
             dlq = dead_letter or f"{in_topic}.dlq"
+            hinted = handler_schema(fn, batch=batch_size is not None)
+            if hinted is not None:  # the input's schema if its queue declares none
+                self._hinted.setdefault(input, hinted)
             self.queues.setdefault(dlq, Queue(name=dlq))
             self._routes.append(Route(
                 name or fn.__name__, fn, inspect.iscoroutinefunction(fn), input, tuple(outputs),
@@ -236,7 +240,7 @@ class App:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
         for name, q in self.queues.items():
-            self._schemas[name] = schema_of(q)
+            self._schemas[name] = schema_of(q, self._hinted.get(name))
         inputs: list[tuple[Queue, str]] = []
         for source in self._sources:
             for qname in source.outputs:
