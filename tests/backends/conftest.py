@@ -37,7 +37,7 @@ class Bus:
             await admin.create_topic(name, partitions=partitions)
 
 
-BACKENDS = ["memory", "kafka", "redis", "postgres"]
+BACKENDS = ["memory", "kafka", "confluent", "redis", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -63,6 +63,25 @@ def kafka_bus(kafka_bootstrap: str) -> Bus:
         f"kafka://{kafka_bootstrap}",
         consumer_options=dict(KAFKA_CONSUMER_OPTIONS),
         quiet=7.0,
+        rebalances=True,
+    )
+
+
+# librdkafka's JoinGroup carries session.timeout.ms, and Tansu settles a join after
+# half of it (22 s with librdkafka's 45 s default): short sessions keep joins at ~2 s.
+CONFLUENT_CONSUMER_OPTIONS = {
+    "session.timeout.ms": 3_000,
+    "heartbeat.interval.ms": 300,
+}
+
+
+@pytest.fixture
+def confluent_bus(kafka_bootstrap: str) -> Bus:
+    return Bus(
+        "confluent",
+        f"kafka+confluent://{kafka_bootstrap}",
+        consumer_options=dict(CONFLUENT_CONSUMER_OPTIONS),
+        quiet=5.0,
         rebalances=True,
     )
 
