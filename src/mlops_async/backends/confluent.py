@@ -310,7 +310,8 @@ class ConfluentBackend(Backend):
             except Exception as exc:  # a report thread that died would hang every send
                 log.exception("confluent producer poll: %r", exc)
             if self._settled:
-                done, self._settled[:] = list(self._settled), []
+                done = self._settled.copy()  # the batches hold this list: clear, never rebind
+                self._settled.clear()
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(self._settle, done)
 

@@ -1,0 +1,451 @@
+"""A librdkafka consumer behind the Subscription seam (``kafka+confluent://``).
+
+One thread per subscription runs every librdkafka call of its consumer:
+``consume()``, commits, seeks, and the rebalance callbacks librdkafka runs
+inside ``consume()``. That thread alone owns the offset bookkeeping, so
+acknowledgements, commits, rewinds and revocations never race. The loop
+hands it work through an inbox that a running fetch serves between its short
+waits, so a commit or a rewind never waits for a long poll to end.
+
+At-least-once: offsets are committed only up to the first record not yet
+acknowledged in each partition. The revoke callback commits what was
+acknowledged before its partitions go, then forgets them and bumps
+``epoch``; records fetched before that are never committed (the Consumer
+drops them, their new owner reads them again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from ..errors import BusUnavailable
+from .base import Delivery, OffsetReset, Subscription
+from .confluent_errors import (
+    DOWN_CODES,
+    QUIET_CODES,
+    REBALANCED_CODES,
+    code,
+    raise_ours,
+    to_ours,
+)
+from .confluent_thread import ClientThread, bounded
+
+__all__ = ["ConfluentSubscription"]
+
+log = logging.getLogger("mlops_async.confluent")
+
+_Key = tuple[str, int]
+# Loop -> thread: acknowledgements, or a rewind (nack), each with its waiter (or None).
+_Ack = tuple[str, Sequence[Delivery], "asyncio.Future[None] | None"]
+_Rewind = tuple[str, dict[_Key, int], "asyncio.Future[None] | None"]
+
+# The longest a fetch waits inside librdkafka before it looks at its inbox again.
+_SLICE = 0.1
+
+
+class ConfluentSubscription(Subscription):
+    """A librdkafka consumer driven from its own thread, alone or in a consumer group.
+
+    ``revocations`` counts the rebalances that took partitions away (a test
+    of static membership asserts that a restart caused none).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[dict[str, Any]], Consumer],
+        conf: dict[str, Any],
+        topics: list[str],
+        group: str | None,
+        reset: OffsetReset,
+        *,
+        connect_timeout: float,
+        commit_timeout: float,
+        max_records: int | None,
+        on_close: Callable[[ConfluentSubscription], None],
+    ) -> None:
+        # Commit reports arrive inside consume(), on this subscription's thread.
+        self.consumer = build({**conf, "on_commit": self._on_commit})
+        self.topics = topics
+        self.group = group
+        self.reset = reset
+        self.epoch = 0
+        self.revocations = 0
+        self._connect_timeout = connect_timeout
+        self._commit_timeout = commit_timeout
+        self._max_records = max_records  # max_poll_records, if given
+        self._on_close = on_close
+        self._thread = ClientThread("confluent-consumer")
+        self._loop = asyncio.get_running_loop()
+        # Thread-side state: only the consumer's thread reads or writes these.
+        self._outstanding: dict[_Key, deque[int]] = {}  # handed out, in order
+        self._done: dict[_Key, set[int]] = {}  # acknowledged, not yet a prefix
+        self._to_commit: dict[_Key, int] = {}  # next offset to commit
+        self._assigned: set[_Key] = set()
+        self._unassigned: list[str] = []  # broadcast topics whose partitions are unknown yet
+        self._next_lookup = 0.0
+        # Written on the thread before ``epoch`` grows, read on the loop by owns().
+        self._revoked_at: dict[_Key, int] = {}
+        self._rewound: dict[_Key, tuple[int, int]] = {}  # nack: (epoch, offset sought to)
+        self._inbox: deque[_Ack | _Rewind] = deque()
+        self._fetching: asyncio.Future[list[Delivery]] | None = None
+        self._closing = False
+        self._closed = False
+
+    # -- loop side --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the broker answers, then subscribe (or assign every partition)."""
+        await bounded(self._thread.run(self._start), self._connect_timeout + 5,
+                      f"cannot subscribe to {self.topics}")
+
+    def owns(self, delivery: Delivery) -> bool:
+        key, fetched_in = delivery.position
+        if fetched_in < self._revoked_at.get(key, 0):
+            return False
+        rewound = self._rewound.get(key)
+        # Fetched before a rewind at or below it: it is read again, this copy is stale.
+        return not (rewound is not None and fetched_in < rewound[0]
+                    and int(delivery.offset) >= rewound[1])
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        return await self.ack_and_fetch((), max_records, timeout)
+
+    async def ack_and_fetch(
+        self, deliveries: Sequence[Delivery], max_records: int, timeout: float
+    ) -> list[Delivery]:
+        """Acknowledge (committed asynchronously by the fetch job, first) and fetch.
+
+        A cancelled caller leaves the fetch job running: its records go to the
+        next fetch, so a cancellation never loses what librdkafka handed out.
+        """
+        if self._closing:
+            return []
+        if deliveries and self.group is not None:
+            self._inbox.append(("ack", deliveries, None))
+        if self._max_records is not None:
+            max_records = min(max_records, self._max_records)
+        job = self._fetching
+        if job is None:
+            job = self._fetching = self._thread.run(self._fetch, max_records, timeout)
+        try:
+            got = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._fetching is job:
+                self._fetching = None
+            raise_ours(exc, "fetch")
+        if self._fetching is job:
+            self._fetching = None
+        return got
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Commit the acknowledged prefix of each partition; waits for the broker's answer."""
+        if self.group is None or not deliveries or self._closing:
+            return
+        await self._ask("ack", deliveries, "commit")
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Seek each partition back to its lowest nacked offset: Kafka redelivers from
+        there (the records after it in that partition too: at-least-once)."""
+        lowest: dict[_Key, int] = {}
+        for d in deliveries:
+            if self.owns(d):
+                key = d.position[0]
+                lowest[key] = min(lowest.get(key, int(d.offset)), int(d.offset))
+        if lowest and not self._closing:
+            await self._ask("rewind", lowest, "nack")
+
+    async def _ask(self, kind: str, payload: Any, what: str) -> None:
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._inbox.append((kind, payload, done))
+        # A running fetch serves the inbox within one wait slice; this job makes sure.
+        self._thread.run(self._serve_inbox)
+        await bounded(done, self._commit_timeout, what)
+
+    async def close(self) -> None:
+        """Commit what was acknowledged and leave the group (bounded; never raises)."""
+        if self._closed:
+            return
+        self._closed = self._closing = True
+        self._on_close(self)
+        try:
+            await bounded(self._thread.run(self._close), 20, "closing the consumer")
+        except Exception as exc:  # closing never raises past us
+            log.warning("closing the confluent consumer: %r", exc)
+        finally:
+            self._thread.shutdown()
+            while self._inbox:
+                _, _, fut = self._inbox.popleft()
+                if fut is not None and not fut.done():
+                    fut.set_exception(BusUnavailable("closed before the commit"))
+
+    @staticmethod
+    def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+    # -- thread side --------------------------------------------------------------
+
+    def _start(self) -> None:
+        c = self.consumer
+        c.list_topics(None, self._connect_timeout)  # the broker answers, or this raises
+        if self.group is not None:
+            c.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                        on_lost=self._on_lost)
+        else:
+            self._unassigned = list(self.topics)
+            self._assign_broadcast()
+
+    def _assign_broadcast(self) -> None:
+        """Without a group: read every partition of each topic (once its partitions are known)."""
+        self._next_lookup = time.monotonic() + 1.0
+        start = OFFSET_BEGINNING if self.reset == "earliest" else OFFSET_END
+        found, missing = [], []
+        for topic in self._unassigned:
+            meta = self.consumer.list_topics(topic, self._connect_timeout).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                missing.append(topic)
+                continue
+            found += [TopicPartition(topic, p, start) for p in sorted(meta.partitions)]
+        if found:
+            self.consumer.incremental_assign(found)
+            self._assigned.update((tp.topic, tp.partition) for tp in found)
+        self._unassigned = missing
+
+    def _fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        """One fetch job: serve the inbox, then wait for records in short slices.
+
+        Records are turned into deliveries right after the ``consume()`` that
+        returned them, before the inbox is served again, so a rewind served
+        later never stamps copies fetched before it as current.
+        """
+        c = self.consumer
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._inbox:
+                self._serve_inbox(asynchronous=True)
+            if self._unassigned and time.monotonic() >= self._next_lookup:
+                self._assign_broadcast()
+            msgs = c.consume(max_records, 0)
+            if msgs:
+                return self._deliveries(msgs)
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closing:
+                return []
+            # consume(n, t) waits the whole t unless n records come: wait for one,
+            # then take what else is ready, so a lone record is handed out at once.
+            msgs = c.consume(1, min(left, _SLICE))
+            if msgs:
+                if max_records > 1:
+                    msgs += c.consume(max_records - 1, 0)
+                return self._deliveries(msgs)
+
+    def _deliveries(self, msgs: list[Message]) -> list[Delivery]:
+        out: list[Delivery] = []
+        append = out.append
+        epoch = self.epoch  # after consume(): a revocation inside it is already counted
+        track = self.group is not None
+        outstanding = self._outstanding
+        last_key: _Key | None = None
+        q: deque[int] | None = None
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                self._consumer_error(err)
+                continue
+            topic, part, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
+            key = (topic, part)
+            if key != last_key:
+                last_key, position = key, (key, epoch)
+                if track:
+                    q = outstanding.get(key)
+                    if q is None:
+                        q = outstanding[key] = deque()
+                        self._done[key] = set()
+            if q is not None:
+                q.append(offset)
+            kind, ts = m.timestamp()
+            headers = m.headers()
+            append(Delivery(topic, part, offset, m.value(), m.key(),
+                            tuple(headers) if headers else None,  # type: ignore[arg-type]
+                            position,
+                            timestamp=ts / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None))
+        return out
+
+    def _consumer_error(self, err: KafkaError) -> None:
+        errcode = err.code()
+        if errcode in QUIET_CODES or errcode in DOWN_CODES or err.retriable():
+            log.debug("consumer: %s", err.str())
+        elif errcode == KafkaError._MAX_POLL_EXCEEDED:
+            # librdkafka left the group and rejoins on the next poll; the partitions'
+            # unacknowledged records go to whoever gets them (at-least-once).
+            log.warning("consumer: %s (raise max_poll_interval_ms for slow handlers)",
+                        err.str())
+        else:
+            raise KafkaException(err)
+
+    def _serve_inbox(self, asynchronous: bool = False) -> None:
+        """Apply acknowledgements and rewinds in the order they came, then commit.
+
+        With waiters (``ack()``, ``nack()``) the commit is synchronous and each
+        waiter hears how it went; acknowledgements sent along with a fetch
+        commit asynchronously (``_on_commit`` puts back what failed).
+        """
+        waiters: list[asyncio.Future[None]] = []
+        inbox = self._inbox
+        while inbox:
+            _, payload, fut = inbox.popleft()
+            if isinstance(payload, dict):
+                self._rewind(payload)
+            else:
+                self._apply(payload)
+            if fut is not None:
+                waiters.append(fut)
+        error: BaseException | None = None
+        try:
+            self._commit(asynchronous=asynchronous and not waiters)
+        except Exception as exc:
+            error = to_ours(exc, "commit")
+        for fut in waiters:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._resolve, fut, error)
+
+    def _apply(self, deliveries: Sequence[Delivery]) -> None:
+        touched = set()
+        for d in deliveries:
+            if not self.owns(d):
+                continue  # its partition moved on (or was rewound): read again
+            key, offset = d.position[0], d.offset
+            q = self._outstanding.get(key)
+            # Below the head: committed already (an ack sent again after a cancellation).
+            if q and isinstance(offset, int) and offset >= q[0]:
+                self._done[key].add(offset)
+                touched.add(key)
+        for key in touched:
+            q, done = self._outstanding[key], self._done[key]
+            last = None
+            while q and q[0] in done:
+                last = q.popleft()
+                done.discard(last)
+            if last is not None:
+                self._to_commit[key] = last + 1
+
+    def _rewind(self, lowest: dict[_Key, int]) -> None:
+        """nack(): seek back; the loop drops what it buffered past the rewind."""
+        epoch = self.epoch + 1
+        moved = False
+        for key, offset in lowest.items():
+            if key not in self._assigned:
+                continue  # the partition moved on: its new owner reads it
+            try:
+                self.consumer.seek(TopicPartition(key[0], key[1], offset))
+            except KafkaException as exc:
+                log.debug("nack: cannot seek %s: %r", key, exc)
+                continue
+            self._rewound[key] = (epoch, offset)  # before the epoch grows: see owns()
+            moved = True
+            q = self._outstanding.get(key)
+            if q is not None:
+                self._outstanding[key] = deque(o for o in q if o < offset)
+                self._done[key] = {o for o in self._done[key] if o < offset}
+        if moved:
+            self.epoch = epoch
+
+    def _commit(self, only: set[_Key] | None = None, asynchronous: bool = False) -> None:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items()
+                   if only is None or (t, p) in only]
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+                results = offsets
+            else:
+                results = self.consumer.commit(offsets=offsets, asynchronous=False) or offsets
+        except KafkaException as exc:
+            if code(exc) not in REBALANCED_CODES:
+                raise  # kept in _to_commit: sent again with the next commit
+            log.warning("commit skipped after a rebalance (%s); records may be redelivered", exc)
+            results = offsets
+        for tp in results:
+            key = (tp.topic, tp.partition)
+            if tp.error is not None and tp.error.code() not in REBALANCED_CODES:
+                raise KafkaException(tp.error)
+            if self._to_commit.get(key) == tp.offset:
+                del self._to_commit[key]
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's commit report (inside consume()): put back what an async commit lost."""
+        if err is None or err.code() in REBALANCED_CODES:
+            return
+        log.debug("asynchronous commit failed (%s); sent again with the next one", err.str())
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if key in self._assigned and tp.offset >= 0:
+                self._to_commit[key] = max(self._to_commit.get(key, 0), tp.offset)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        log.debug("assigned %s", sorted(self._assigned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Inside consume(): commit what was acknowledged, then forget the partitions."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            self._serve_inbox()  # acknowledgements that are here already count
+            self._commit(only=revoked)  # what an earlier commit failed to send
+        except Exception as exc:  # a callback must not raise into consume()
+            log.warning("commit before a rebalance failed (%s); records may be redelivered", exc)
+        self._forget(revoked)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group went on without us (session timeout): nothing may be committed."""
+        log.warning("lost %d partition(s) to the group; unacknowledged records are redelivered",
+                    len(partitions))
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, keys: set[_Key]) -> None:
+        if not keys:
+            return
+        self.revocations += 1
+        # revoked_at first: the loop reads epoch, then owns(); a delivery fetched
+        # before this revocation must already read as stale when it sees the new epoch.
+        epoch = self.epoch + 1
+        for key in keys:
+            self._revoked_at[key] = epoch
+            self._assigned.discard(key)
+            self._outstanding.pop(key, None)
+            self._done.pop(key, None)
+            self._to_commit.pop(key, None)
+            self._rewound.pop(key, None)
+        self.epoch = epoch
+
+    def _close(self) -> None:
+        try:
+            self._serve_inbox()
+        except Exception as exc:
+            log.warning("final commit failed (%s); records may be redelivered", exc)
+        self.consumer.close()  # revokes (committing what is left) and leaves the group
+
