@@ -94,6 +94,10 @@ def render(json_path: Path) -> Path | None:
     for ax, (name, grp) in zip(axes[:, 0], groups.items(), strict=True):
         _panel(ax, grp, key, name or unit)
     axes[-1, 0].set_xlabel(unit, fontsize=9)
+    systems = list(dict.fromkeys(str(r["system"]) for r in rows if "system" in r))
+    if systems:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS.get(s, DEFAULT)) for s in systems]
+        axes[0, 0].legend(handles, systems, loc="lower right", fontsize=8)
     head = f"{payload.get('benchmark', json_path.stem)}"
     if "n" in payload:
         head += f": {payload['n']:,} messages"
