@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -96,7 +97,7 @@ def render(json_path: Path) -> Path | None:
     axes[-1, 0].set_xlabel(unit, fontsize=9)
     systems = list(dict.fromkeys(str(r["system"]) for r in rows if "system" in r))
     if systems:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS.get(s, DEFAULT)) for s in systems]
+        handles = [Patch(color=COLOURS.get(s, DEFAULT)) for s in systems]
         axes[0, 0].legend(handles, systems, loc="lower right", fontsize=8)
     head = f"{payload.get('benchmark', json_path.stem)}"
     if "n" in payload:

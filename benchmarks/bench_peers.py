@@ -40,7 +40,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -211,11 +211,15 @@ async def k_fs_consume(url: str, topic: str, n: int, batch: bool) -> float:
     fs = KafkaBroker(url.split("://", 1)[1], logger=None)
     group = f"f-{uuid.uuid4().hex[:6]}"
     if batch:
-        @fs.subscriber(topic, group_id=group, auto_offset_reset="earliest", batch=True, **JOIN)
+        @fs.subscriber(topic, group_id=group, auto_offset_reset="earliest", batch=True,
+                       session_timeout_ms=3000, heartbeat_interval_ms=300,
+                       rebalance_timeout_ms=3000)
         async def on_batch(msgs: list[Record]) -> None:
             arr.add(len(msgs))
     else:
-        @fs.subscriber(topic, group_id=group, auto_offset_reset="earliest", **JOIN)
+        @fs.subscriber(topic, group_id=group, auto_offset_reset="earliest",
+                       session_timeout_ms=3000, heartbeat_interval_ms=300,
+                       rebalance_timeout_ms=3000)
         async def on_record(msg: Record) -> None:
             arr.add(1)
     await fs.start()
@@ -303,7 +307,7 @@ async def r_lib_send(url: str, msgs: list[MLOpsMessage], many: bool) -> tuple[fl
 
 async def r_fs_send(url: str, recs: list[Record], pipelined: bool) -> tuple[float, str]:
     stream = stream_name()
-    fs = RedisBroker(url, logger=None)
+    fs = RedisBroker(url, logger=None)  # type: ignore[arg-type]  # typed LoggerProto; None works
     await fs.start()
     try:
         t0 = time.perf_counter()
@@ -353,7 +357,7 @@ async def r_lib_consume(url: str, topic: str, n: int) -> float:
 
 async def r_fs_consume(url: str, stream: str, n: int, batch: bool) -> float:
     arr = Arrivals(n)
-    fs = RedisBroker(url, logger=None)
+    fs = RedisBroker(url, logger=None)  # type: ignore[arg-type]  # typed LoggerProto; None works
     if batch:
         sub = StreamSub(stream, group="fs-batch", consumer="c1", last_id="0", batch=True,
                         max_records=CHUNK)
@@ -381,7 +385,8 @@ async def r_raw_consume(url: str, stream: str, n: int) -> float:
     try:
         await r.xgroup_create(stream, "raw", id="0", mkstream=True)
         while not arr.done.is_set():
-            reply = await r.xreadgroup("raw", "c1", {stream: ">"}, count=CHUNK, block=1000)
+            reply = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",
+                         await r.xreadgroup("raw", "c1", {stream: ">"}, count=CHUNK, block=1000))
             for _, entries in reply:
                 ids = []
                 for eid, fields in entries:
