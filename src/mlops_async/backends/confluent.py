@@ -136,6 +136,7 @@ class ConfluentBackend(Backend):
         self._stop_polling = threading.Event()
         self._settled: list[_Batch] = []  # confirmed, to resolve on the loop (poll thread)
         self._open: set[_Batch] = set()  # enqueued, not yet resolved
+        self._known_topics: set[str] = set()  # librdkafka has their metadata
         self._progress: asyncio.Event | None = None
         self._last_error: KafkaError | None = None
         self._admin = ConfluentAdmin(
@@ -348,6 +349,9 @@ class ConfluentBackend(Backend):
             await self.connect()
         producer = self._producer
         assert producer is not None
+        new_topics = {r.topic for r in records} - self._known_topics
+        if new_topics:
+            await self._learn(new_topics)
         loop = asyncio.get_running_loop()
         batch = _Batch(loop.create_future(), len(records), self._settled)
         if not records:
@@ -374,6 +378,26 @@ class ConfluentBackend(Backend):
                 raise
             raise_ours(exc, f"publishing {len(records)} record(s)")
         return batch.future
+
+    async def _learn(self, topics: set[str]) -> None:
+        """Fetch metadata for topics not written to yet (creating them, if the broker does).
+
+        librdkafka partitions the records of a topic it knows nothing about one
+        by one as its metadata arrives, scattering a keyless batch over every
+        partition; once the partitions are known, sticky partitioning keeps a
+        batch together (in order), as on kafka://. If the broker does not
+        answer, the records go out anyway (librdkafka holds them until it does).
+        """
+        producer, thread = self._producer, self._thread
+        assert producer is not None and thread is not None
+        for topic in sorted(topics):
+            try:
+                await bounded(thread.run(producer.list_topics, topic, self.connect_timeout),
+                              self.connect_timeout + 5, f"metadata of {topic}")
+            except Exception as exc:
+                log.debug("no metadata for %s yet: %r", topic, exc)
+                return
+            self._known_topics.add(topic)
 
     async def _produce_when_room(
         self, produce: Callable[..., None], r: Record, report: Callable[..., None]

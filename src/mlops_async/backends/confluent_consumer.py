@@ -104,6 +104,9 @@ class ConfluentSubscription(Subscription):
         self._revoked_at: dict[_Key, int] = {}
         self._rewound: dict[_Key, tuple[int, int]] = {}  # nack: (epoch, offset sought to)
         self._inbox: deque[_Ack | _Rewind] = deque()
+        # True from subscribe (and from a revocation) until partitions are assigned.
+        self._joining = group is not None
+        self._session = float(conf.get("session.timeout.ms", 45_000)) / 1000
         self._fetching: asyncio.Future[list[Delivery]] | None = None
         self._closing = False
         self._closed = False
@@ -407,12 +410,14 @@ class ConfluentSubscription(Subscription):
                 self._to_commit[key] = max(self._to_commit.get(key, 0), tp.offset)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._joining = False
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         log.debug("assigned %s", sorted(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Inside consume(): commit what was acknowledged, then forget the partitions."""
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._joining = True  # a join follows
         try:
             self._serve_inbox()  # acknowledgements that are here already count
             self._commit(only=revoked)  # what an earlier commit failed to send
@@ -447,5 +452,21 @@ class ConfluentSubscription(Subscription):
             self._serve_inbox()
         except Exception as exc:
             log.warning("final commit failed (%s); records may be redelivered", exc)
+        try:
+            self._finish_join()
+        except Exception as exc:  # leaving matters more
+            log.debug("finishing a pending join before close: %r", exc)
         self.consumer.close()  # revokes (committing what is left) and leaves the group
+
+    def _finish_join(self) -> None:
+        """Let a pending join complete before leaving (bounded).
+
+        A member that leaves while its JoinGroup is pending can be made leader
+        of a generation it never syncs: Tansu then keeps the group rebalancing
+        for every later member. Records read here are never handed out or
+        committed (this member is leaving; their next owner reads them).
+        """
+        deadline = time.monotonic() + min(self._session, 10.0) + 1.0
+        while self._joining and time.monotonic() < deadline:
+            self.consumer.consume(500, _SLICE)
 
