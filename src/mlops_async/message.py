@@ -20,6 +20,7 @@ from .errors import InvalidMessage
 
 __all__ = [
     "FrozenArgs",
+    "FrozenList",
     "MLOpsMessage",
     "MessageBuilder",
     "MessageType",
@@ -81,7 +82,12 @@ class FrozenArgs(dict[str, Any]):
     """``additional_arguments`` of a built message: read it like a dict; changing it raises.
 
     A message may already sit in a send buffer when the code that built it runs
-    on, so changing it in place must fail rather than alter what is sent.
+    on, so changing it in place must fail rather than alter what is sent. The
+    same holds for what it contains: dicts in it are FrozenArgs too, lists are
+    :class:`FrozenList`, sets frozensets, bytearrays bytes and numpy arrays
+    read-only views (copies of what the builder was given, so the caller's own
+    containers stay as they were). ``dict(args)`` or ``args.copy()`` gives a
+    mutable copy; ``msg.get_additional_arguments()`` a deep one.
     """
 
     __slots__ = ()
@@ -94,6 +100,98 @@ class FrozenArgs(dict[str, Any]):
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy without calling __setitem__
         return (FrozenArgs, (dict(self),))
+
+
+class FrozenList(list[Any]):
+    """A list inside a built message's arguments: reads like a list; changing it raises.
+
+    Still a ``list`` (``==`` a list, encodes as one); ``list(x)`` gives a mutable copy.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(_IMMUTABLE)
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle/copy without calling append
+        return (FrozenList, (list(self),))
+
+
+# What needs no freezing: immutable values msgspec decodes (and their common kin).
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes, FrozenArgs, FrozenList, frozenset})
+_NO_ARGS = FrozenArgs()  # the default: shared, and omitted on the wire (omit_defaults)
+
+
+_NUMBERS = (float, int)
+_put = dict.__setitem__
+
+
+def _frozen_args(args: dict[str, Any]) -> FrozenArgs:
+    """A read-only copy of ``args``, read-only all the way down (on the decode path)."""
+    if not args:
+        return _NO_ARGS
+    out = FrozenArgs(args)
+    for key, value in args.items():
+        cls = type(value)  # type(): a few ns less than .__class__, times every argument
+        if cls in _ATOMS:
+            continue
+        if cls is list and value and type(value[0]) in _NUMBERS and _only_numbers(value):
+            _put(out, key, FrozenList(value))  # the usual case, without a call per item
+        else:
+            _put(out, key, _frozen(value))
+    return out
+
+
+def _only_numbers(items: list[Any]) -> bool:
+    # The usual long list is a feature vector: summing it runs at C speed and gives
+    # a float only if every item is an int or a float; a container, string or None
+    # raises, an array or a complex gives something else (then each item is looked at).
+    try:
+        return sum(items, 0.0).__class__ is float
+    except Exception:
+        return False
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` if it cannot change, else a copy (or view) of it that cannot."""
+    cls = value.__class__
+    if cls in _ATOMS:
+        return value
+    if isinstance(value, dict):
+        return _frozen_args(value)
+    if isinstance(value, list):
+        out = FrozenList(value)
+        if value and not (value[0].__class__ in _NUMBERS and _only_numbers(value)):
+            for i, item in enumerate(value):
+                if item.__class__ not in _ATOMS:
+                    list.__setitem__(out, i, _frozen(item))
+        return out
+    if cls is tuple:
+        return tuple([_frozen(item) for item in value])
+    if isinstance(value, set):
+        return frozenset(value)
+    if cls is bytearray:
+        return bytes(value)
+    flags = getattr(value, "flags", None)
+    if flags is not None and getattr(flags, "writeable", False) and hasattr(value, "view"):
+        view = value.view()  # numpy: a read-only view, no copy (received arrays are already)
+        view.flags.writeable = False
+        return view
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    """A mutable deep copy of frozen containers (for code that edits what it reads)."""
+    if isinstance(value, dict):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_thawed(v) for v in value]
+    if value.__class__ is tuple:
+        return tuple([_thawed(v) for v in value])
+    return value
 
 
 if TYPE_CHECKING:
@@ -138,14 +236,15 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     stage: str | None = None
     topic: str | None = None
     correlation_id: str | None = None
-    additional_arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    additional_arguments: dict[str, Any] = _NO_ARGS
 
     def __post_init__(self) -> None:
         # Runs on build and on decode (kept lean: it is on the hot path): immutable all
-        # the way to the arguments, and a type from a newer writer kept, not refused.
+        # the way down the arguments, and a type from a newer writer kept, not refused.
+        # A FrozenArgs was frozen when it was made (a copy of another message's).
         args = self.additional_arguments
         if args.__class__ is not FrozenArgs:
-            _set(self, "additional_arguments", FrozenArgs(args))
+            _set(self, "additional_arguments", _frozen_args(args))
         t = self.msg_type
         if t.__class__ is str:
             _set(self, "msg_type", _TYPES.get(t) or unknown_type(t))
@@ -182,7 +281,8 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
         return self.correlation_id
 
     def get_additional_arguments(self) -> dict[str, Any]:
-        return dict(self.additional_arguments)
+        """A mutable deep copy of ``additional_arguments`` (the message's own cannot change)."""
+        return {k: _thawed(v) for k, v in self.additional_arguments.items()}
 
     def to_builder(self) -> MessageBuilder:
         """A builder preloaded with this message's fields; ``build()`` gives a new id and time."""
@@ -255,6 +355,5 @@ class MessageBuilder:
         """Return the frozen message; raises :class:`InvalidMessage` if ``msg_type`` is unset."""
         if "msg_type" not in self._fields:
             raise InvalidMessage("msg_type is required: call with_msg_type(MessageType.X)")
-        fields = dict(self._fields)
-        fields["additional_arguments"] = dict(fields.get("additional_arguments", {}))
-        return MLOpsMessage(id=new_id(), created_at=time.time(), **fields)
+        # The message freezes a copy of the arguments: the builder stays free to change.
+        return MLOpsMessage(id=new_id(), created_at=time.time(), **self._fields)
