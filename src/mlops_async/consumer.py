@@ -351,8 +351,24 @@ class Consumer(AsyncResource, Generic[M]):
         return await self._take(max_messages, max_wait, wait=True)
 
     async def _take(self, n: int, max_wait: float, *, wait: bool) -> list[tuple[M, Delivery]]:
+        # Messages count as in hand only once the batch is returned: until then a
+        # cancellation or a close puts them back, so none is acknowledged unseen.
         out: list[tuple[M, Delivery]] = []
+        try:
+            return self._hand_out(await self._collect(out, n, max_wait, wait))
+        except BaseException:
+            self._buf.extendleft(reversed([d for _, d in out]))
+            raise
+
+    def _hand_out(self, out: list[tuple[M, Delivery]]) -> list[tuple[M, Delivery]]:
         inflight = self._inflight
+        for _, d in out:
+            inflight[id(d)] = d
+        self.received += len(out)
+        return out
+
+    async def _collect(self, out: list[tuple[M, Delivery]], n: int, max_wait: float,
+                       wait: bool) -> list[tuple[M, Delivery]]:
         decode = self._codec.decode
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -363,7 +379,6 @@ class Consumer(AsyncResource, Generic[M]):
             if self._poison:
                 await self._dead_letter_poison()
             buf = self._buf
-            taken = len(out)
             while buf and len(out) < n:
                 d = buf.popleft()
                 try:
@@ -371,13 +386,10 @@ class Consumer(AsyncResource, Generic[M]):
                 except (DecodeError, MessageTooLarge) as exc:
                     if out and self._on_invalid == "raise":
                         buf.appendleft(d)  # raised by the next call: this batch goes out first
-                        self.received += len(out) - taken
                         return out
                     await self._invalid(d, exc)
                     continue
-                inflight[id(d)] = d
                 out.append((msg, d))
-            self.received += len(out) - taken
             if len(out) >= n or self._closed:
                 return out
             if out:

@@ -464,33 +464,57 @@ class _GroupSubscription(_RedisSubscription):
         self._own_pending = True  # first re-read what this name left unacknowledged
         self._next_claim = 0.0
         self._claim_cursor = dict.fromkeys(keys, "0-0")
-        self._pending_cursor = dict.fromkeys(keys, "0")
+        # Entry ids handed to the Consumer and not yet acked or nacked: re-reading this
+        # name's pending entries (after a lost reply) must not hand them out twice.
+        self._handed: set[bytes] = set()
 
     async def _fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         be = self.backend
         redis = be._client()
         loop = asyncio.get_running_loop()
         if self._own_pending:
-            cursors: dict[Any, Any] = self._pending_cursor
-            reply = await be._run("read pending", redis.xreadgroup(
-                self.group, self.name, cursors, count=max_records))
-            out = []
-            for key, entries in _streams(reply):
-                if entries:
-                    cursors[key.decode()] = entries[-1][0].decode()
-                out.extend(be._deliveries(key, entries))
+            out = await self._reread_pending(max_records)
             if out:
-                return await self._screen(out)
+                return self._hand(await self._screen(out))
             self._own_pending = False
         if loop.time() >= self._next_claim:
             self._next_claim = loop.time() + be.claim_interval
             claimed = await self._claim(max_records)
             if claimed:
-                return claimed
+                return self._hand(claimed)
         reply = await be._run("read", redis.xreadgroup(
             self.group, self.name, dict.fromkeys(self.keys, ">"), count=max_records,
             block=be.block_ms(timeout)))
-        return [d for key, entries in _streams(reply) for d in be._deliveries(key, entries)]
+        return self._hand(
+            [d for key, entries in _streams(reply) for d in be._deliveries(key, entries)])
+
+    def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
+        self._handed.update([d.position[1] for d in deliveries])
+        return deliveries
+
+    async def _reread_pending(self, max_records: int) -> list[Delivery]:
+        """This name's pending entries that were never handed out (their reply was lost
+        with a connection or a cancellation), taken again with XCLAIM: an entry the
+        Consumer still holds is neither re-delivered nor counted again."""
+        be = self.backend
+        redis = be._client()
+        out: list[Delivery] = []
+        for key in self.keys:
+            start = "-"
+            while len(out) < max_records:
+                info = await be._run("pending", redis.xpending_range(
+                    key, self.group, min=start, max="+", count=max_records,
+                    consumername=self.name))
+                if not info:
+                    break
+                ids = [p["message_id"] for p in info if p["message_id"] not in self._handed]
+                if ids:
+                    entries = await be._run("re-read pending", redis.xclaim(
+                        key, self.group, self.name, 0, ids[: max_records - len(out)]))
+                    out.extend(be._deliveries(key, entries))
+                last = info[-1]["message_id"]
+                start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
+        return out
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
@@ -503,7 +527,6 @@ class _GroupSubscription(_RedisSubscription):
         # A reply lost with the connection (or to a cancellation) leaves entries
         # pending on this name: read them again first, at the next fetch.
         self._own_pending = True
-        self._pending_cursor = dict.fromkeys(self.keys, "0")
 
     async def ack_and_fetch(
         self, deliveries: Sequence[Delivery], max_records: int, timeout: float
@@ -512,6 +535,7 @@ class _GroupSubscription(_RedisSubscription):
         if not deliveries or self._own_pending or loop.time() >= self._next_claim:
             return await super().ack_and_fetch(deliveries, max_records, timeout)
         # Steady state: acknowledge the last batch and read the next in one round trip.
+        self._handed.difference_update([d.position[1] for d in deliveries])
         be = self.backend
         pipe = be._client().pipeline(transaction=False)
         self._queue_acks(pipe, deliveries)
@@ -522,7 +546,8 @@ class _GroupSubscription(_RedisSubscription):
         except (BusUnavailable, asyncio.CancelledError):
             self._reread_own()
             raise
-        return [d for key, entries in _streams(results[-1]) for d in be._deliveries(key, entries)]
+        return self._hand(
+            [d for key, entries in _streams(results[-1]) for d in be._deliveries(key, entries)])
 
     async def _claim(self, max_records: int) -> list[Delivery]:
         """Take over entries other consumers left pending past ``claim_idle_ms``."""
@@ -569,6 +594,7 @@ class _GroupSubscription(_RedisSubscription):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
+        self._handed.difference_update([d.position[1] for d in deliveries])
         pipe = self.backend._client().pipeline(transaction=False)
         self._queue_acks(pipe, deliveries)
         await self.backend._run("ack", pipe.execute())
@@ -586,7 +612,8 @@ class _GroupSubscription(_RedisSubscription):
         for key, ids in by_key.items():
             await be._run("nack", redis.xclaim(key, self.group, self.name, 0, ids,
                                                idle=be.claim_idle_ms + 1000, justid=True))
-        self._reread_own()
+            self._handed.difference_update(ids)
+        self._next_claim = 0.0  # the next fetch claims them back (or another member does)
 
     def _queue_acks(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
         by_key: dict[Any, list[bytes]] = {}
