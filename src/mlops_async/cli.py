@@ -175,6 +175,31 @@ def _docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from .deploy import k8s_manifests, render_manifests, write_manifests
+    from .queues import import_object
+
+    params: dict[str, dict[str, str]] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        stage, dot, name = key.partition(".")
+        if not (sep and dot and stage and name):
+            raise ConfigurationError(f"not STAGE.NAME=VALUE: {item!r}")
+        params.setdefault(stage, {})[name] = value
+    env = dict(item.split("=", 1) if "=" in item else (item, "") for item in args.env)
+    docs = k8s_manifests(
+        import_object(args.target), args.target, image=args.image, namespace=args.namespace,
+        url=args.url, url_secret=args.url_secret, params=params, env=env,
+        metrics_port=args.metrics_port or None,
+    )
+    if args.out == "-":
+        sys.stdout.write(render_manifests(docs))
+    else:
+        for path in write_manifests(docs, args.out):
+            print(path)
+    return 0
+
+
 def _dlq(args: argparse.Namespace) -> int:
     from .app import replay_dead_letters
 
@@ -240,6 +265,25 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--format", choices=["yaml", "json"], default=None,
                    help="output format (default: from --out, else yaml)")
     a.add_argument("--url", default=None, help="default bus URL for the servers")
+    dp = _command(sub, "deploy", "deployment manifests for a Pipeline or an App")
+    dsub = dp.add_subparsers(dest="deploy_command", required=True)
+    k = _command(dsub, "k8s", "Kubernetes manifests: a Deployment per stage (a Job per stage "
+                              "of a finite pipeline)")
+    k.add_argument("target", help="module:attribute of an mlops_async.Pipeline or App")
+    k.add_argument("--out", default="-", help="directory for one YAML file per stage "
+                                              "(default: - for one stream on stdout)")
+    k.add_argument("--image", default=None, help="image with your code and mlops-async "
+                                                 "(default: <name>:latest)")
+    k.add_argument("--namespace", default=None, help="Kubernetes namespace")
+    k.add_argument("--url", default=None, help="bus URL for the pods (default: the pipeline's)")
+    k.add_argument("--url-secret", default=None, metavar="NAME[:KEY]",
+                   help="take the bus URL from this Secret (key 'url' by default)")
+    k.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
+                   help="stage parameter (repeatable)")
+    k.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment variable for every pod (repeatable)")
+    k.add_argument("--metrics-port", type=int, default=9100,
+                   help="port for /metrics and the probes (default 9100; 0: none)")
     t = _command(sub, "top", "live view of every queue: rates, lag, dead letters")
     t.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
     _client_options(t)
@@ -312,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "dlq":
             return _dlq(args)
+        if args.command == "deploy":
+            return _deploy(args)
         if args.command == "docs":
             return _docs(args)
         if args.command == "top":
