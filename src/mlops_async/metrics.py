@@ -1,29 +1,38 @@
 """Prometheus metrics for stream-engine workers (the ``metrics`` extra).
 
-Every series carries the app name; never message content or ids.
+Every series carries the app name; never message content or ids. As
+Prometheus scrapes them (counters get ``_total``, histograms ``_bucket``,
+``_sum`` and ``_count``):
 
-- ``messages_consumed_count{app,queue,status="success"|"fail"}``
-- ``messages_produced_count{app,source,destination}``
-- ``process_time_seconds{app,process_name="component"|"cycle"}`` (histogram)
+- ``messages_consumed_count_total{app,queue,status="success"|"fail"}``
+- ``messages_produced_count_total{app,source,destination}``
+- ``process_time_seconds_bucket|_sum|_count{app,process_name="component"|"cycle"}``
 - ``dead_letters_total{app,queue,reason}``
 - ``retries_total{app,queue}``
-- ``consumer_lag{app,queue}`` where the backend can tell
+- ``consumer_lag{app,queue}`` (a gauge) where the backend can tell
 
-The same server answers ``/healthz`` and ``/readyz`` for Kubernetes probes.
+:func:`serve_metrics` serves them next to the application's own metrics (the
+default ``prometheus_client`` registry, or the registries it is given), and
+answers ``/healthz`` and ``/readyz`` for Kubernetes probes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import MissingDependency
 
-__all__ = ["Metrics", "MetricsServer", "serve_metrics"]
+__all__ = ["Check", "Metrics", "MetricsServer", "serve_metrics"]
+
+log = logging.getLogger("mlops_async.metrics")
 
 
 def _prometheus() -> Any:
@@ -84,22 +93,84 @@ class Metrics:
         self.lag.labels(self.app, queue).set(lag)
 
 
+#: A probe: returns ``(ok, detail)``; ``detail`` goes out as JSON. Called on the
+#: server's thread, so it must only read state (as ``App.health`` does).
 Check = Callable[[], tuple[bool, dict[str, Any]]]
 
 
 class MetricsServer:
-    """``/metrics``, ``/healthz`` and ``/readyz`` served over HTTP from a daemon thread."""
+    """``/metrics``, ``/healthz`` and ``/readyz`` served over HTTP from a daemon thread.
 
-    def __init__(self, server: Any) -> None:
+    ``health`` and ``ready`` are the checks behind ``/healthz`` and ``/readyz``;
+    they may be set (or replaced) while the server runs. With none set, a probe
+    answers 200.
+    """
+
+    def __init__(self, server: Any, health: Check | None = None,
+                 ready: Check | None = None) -> None:
         self._server = server
         self.port: int = server.server_address[1]
+        self.health = health
+        self.ready = ready
+
+    def probe(self, path: str) -> tuple[bool, dict[str, Any]]:
+        """The answer for ``/healthz`` or ``/readyz``: never raises (a failing check is 503)."""
+        check = self.health if path == "/healthz" else self.ready
+        try:
+            return check() if check is not None else (True, {})
+        except Exception as exc:  # a probe must answer, not hang or crash the server
+            return False, {"error": repr(exc)}
 
     def close(self) -> None:
-        """Stop serving and release the socket; safe to call twice."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving and release the socket; safe to call twice.
+
+        Waits for the serving thread (up to its 0.5 s poll): from async code use
+        :meth:`aclose`.
+        """
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+
+class _Together:
+    """Several registries collected as one (a family in two of them is served once).
+
+    What ``prometheus_client.make_wsgi_app`` needs of a registry: ``collect()``,
+    and ``restricted_registry(names)`` for scrapes that ask for ``name[]=...``.
+    """
+
+    def __init__(self, registries: list[Any], names: frozenset[str] | None = None,
+                 warned: set[str] | None = None) -> None:
+        self._registries = registries
+        self._names = names
+        self._warned = warned if warned is not None else set()
+
+    def restricted_registry(self, names: Iterable[str]) -> _Together:
+        return _Together(self._registries, frozenset(names), self._warned)
+
+    def collect(self) -> Iterator[Any]:
+        seen: set[str] = set()
+        for registry in self._registries:
+            for family in registry.collect():
+                if family.name in seen:
+                    if family.name not in self._warned:  # two families of one name: invalid
+                        self._warned.add(family.name)
+                        log.warning("metric %s is defined twice; serving the first",
+                                    family.name)
+                    continue
+                seen.add(family.name)
+                if self._names is not None:
+                    samples = [x for x in family.samples if x.name in self._names]
+                    if not samples:
+                        continue
+                    family = copy.copy(family)
+                    family.samples = samples
+                yield family
 
 
 class _Quiet(WSGIRequestHandler):
@@ -112,25 +183,30 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1", *,
-                  health: Check | None = None, ready: Check | None = None) -> MetricsServer:
+                  health: Check | None = None, ready: Check | None = None,
+                  registries: Iterable[Any] | None = None) -> MetricsServer:
     """Serve ``metrics`` at ``http://addr:port/metrics`` until ``close()``.
 
-    ``/healthz`` and ``/readyz`` answer from ``health`` and ``ready`` (e.g.
-    :meth:`App.health` and :meth:`App.readiness`, which only read state):
-    200 and a JSON body when ok, 503 otherwise; for Kubernetes probes.
+    The application's own metrics are served with them: those of
+    ``registries``, by default ``prometheus_client.REGISTRY`` (where a
+    ``Counter(...)`` made without ``registry=`` lives, with the process
+    metrics); ``registries=()`` serves the library's alone. ``/healthz`` and
+    ``/readyz`` answer from ``health`` and ``ready`` (e.g. :meth:`App.health`
+    and :meth:`App.readiness`; settable later on the returned server): 200
+    and a JSON body when ok, 503 otherwise; for Kubernetes probes. Serving runs
+    on a daemon thread: nothing here blocks the event loop. Raises ``OSError``
+    if the port cannot be bound.
     """
     prom = _prometheus()
-    metrics_app = prom.make_wsgi_app(metrics.registry)
-    checks = {"/healthz": health, "/readyz": ready}
+    chosen = [metrics.registry, *(registries if registries is not None else (prom.REGISTRY,))]
+    unique = [r for i, r in enumerate(chosen) if all(r is not o for o in chosen[:i])]
+    metrics_app = prom.make_wsgi_app(_Together(unique))
+    holder: list[MetricsServer] = []  # the server object, once made: its checks are live
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path in checks:
-            check = checks[path]
-            try:
-                ok, detail = check() if check is not None else (True, {})
-            except Exception as exc:  # a probe must answer, not hang or crash the server
-                ok, detail = False, {"error": repr(exc)}
+        if path in ("/healthz", "/readyz"):
+            ok, detail = holder[0].probe(path)
             body = json.dumps({"ok": ok, **detail}, default=str).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "application/json"),
@@ -140,6 +216,7 @@ def serve_metrics(metrics: Metrics, port: int, addr: str = "127.0.0.1", *,
         return result
 
     server = make_server(addr, port, app, _ThreadingServer, handler_class=_Quiet)
+    holder.append(MetricsServer(server, health, ready))
     threading.Thread(target=server.serve_forever, name="mlops_async.metrics",
                      daemon=True).start()
-    return MetricsServer(server)
+    return holder[0]
