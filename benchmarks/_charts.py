@@ -98,7 +98,8 @@ def render(json_path: Path) -> Path | None:
     systems = list(dict.fromkeys(str(r["system"]) for r in rows if "system" in r))
     if systems:
         handles = [Patch(color=COLOURS.get(s, DEFAULT)) for s in systems]
-        axes[0, 0].legend(handles, systems, loc="lower right", fontsize=8)
+        fig.legend(handles, systems, loc="upper right", fontsize=8, ncols=len(systems),
+                   frameon=False)
     head = f"{payload.get('benchmark', json_path.stem)}"
     if "n" in payload:
         head += f": {payload['n']:,} messages"
