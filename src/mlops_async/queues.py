@@ -120,6 +120,7 @@ def handler_schema(fn: Callable[..., Any], *, batch: bool = False) -> type[Any] 
     ``list[X]``. No annotation, any other one, or one that cannot be resolved
     (a class local to a function, under postponed annotations) gives None.
     """
+    fn = inspect.unwrap(fn)  # a functools.wraps wrapper: its annotations live on the original
     try:
         first = next(iter(inspect.signature(fn).parameters.values()), None)
     except (TypeError, ValueError):  # builtins and some callables have no signature

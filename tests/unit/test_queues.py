@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,11 @@ def test_handler_schema_reads_the_first_parameters_annotation() -> None:
     assert handler_schema(_batch) is None and handler_schema(_struct, batch=True) is None
     for fn in (_any, _bare, _none, _unresolvable, print):
         assert handler_schema(fn) is None
+
+    @functools.wraps(_struct)
+    def wrapper(msg: Any) -> None: ...
+
+    assert handler_schema(wrapper) is Reading
 
 
 async def _collect(url: str, topic: str, schema: Any, n: int) -> list[Any]:
