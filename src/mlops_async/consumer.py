@@ -160,11 +160,11 @@ class Consumer(AsyncResource, Generic[M]):
         self._started = True
         self._last_ack = time.monotonic()
         self._tick()
-        if self._backend is None:
-            self._backend = await open_backend(
-                self._url, self._orchestrator, self._endpoint, self._client_options
-            )
         try:
+            if self._backend is None:
+                self._backend = await open_backend(
+                    self._url, self._orchestrator, self._endpoint, self._client_options
+                )
             await self._backend.connect()
             if self._topics:
                 await self._open_subscription()
@@ -173,7 +173,8 @@ class Consumer(AsyncResource, Generic[M]):
             log.error("consumer: %s", exc)
             self._started = False
             self._stop_ticker()
-            await self._backend.close()
+            if self._backend is not None:
+                await self._backend.close()
             raise
         except BusUnavailable as exc:
             if self.strict:
@@ -181,6 +182,12 @@ class Consumer(AsyncResource, Generic[M]):
                 self._stop_ticker()
                 raise
             self._outage.down(exc, asyncio.get_running_loop().time())
+        except BaseException:
+            # Anything else (a missing extra, a bad option, a cancellation): not started,
+            # so a later start() tries again from scratch.
+            self._started = False
+            self._stop_ticker()
+            raise
 
     async def close(self, *, processed: bool = True) -> None:
         """Acknowledge what was processed, leave the group, release the connection.

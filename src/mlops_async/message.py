@@ -59,7 +59,7 @@ def unknown_type(value: str) -> enum.StrEnum:
     """A :class:`MessageType` value this version does not know yet (a newer writer's).
 
     Such a message is delivered, not dead-lettered: its type is an enum member of
-    its own (``.value`` and ``.name`` are the string, and it equals it), which
+    its own (``.value`` is the string and it equals it; ``.name`` is UNKNOWN), which
     encodes back unchanged. One member per distinct value (a handful in practice).
     """
     member = _UNKNOWN.get(value)
@@ -67,7 +67,8 @@ def unknown_type(value: str) -> enum.StrEnum:
         if len(_UNKNOWN) >= 1024:  # bounded: a hostile stream cannot grow it forever
             _UNKNOWN.clear()
         make: Any = enum.StrEnum  # the functional API, with a name known only now
-        member = _UNKNOWN[value] = make("UnknownMessageType", [(value, value)])[value]
+        # A fixed member name: the value may be any string ("", "mro", "_x_"...).
+        member = _UNKNOWN[value] = make("UnknownMessageType", [("UNKNOWN", value)]).UNKNOWN
     return member
 
 
@@ -239,12 +240,14 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     additional_arguments: dict[str, Any] = _NO_ARGS
 
     def __post_init__(self) -> None:
-        # Runs on build and on decode (kept lean: it is on the hot path): immutable all
-        # the way down the arguments, and a type from a newer writer kept, not refused.
-        # A FrozenArgs was frozen when it was made (a copy of another message's).
+        # Runs on build and on decode, so it is on the hot path. build() hands over
+        # arguments already frozen all the way down; a decoded message gets its top
+        # level frozen only: freezing nested values too doubled the decode time, and
+        # guards nothing queued (send() encodes at once, and a received message's
+        # containers belong to its reader alone).
         args = self.additional_arguments
         if args.__class__ is not FrozenArgs:
-            _set(self, "additional_arguments", _frozen_args(args))
+            _set(self, "additional_arguments", FrozenArgs(args) if args else _NO_ARGS)
         t = self.msg_type
         if t.__class__ is str:
             _set(self, "msg_type", _TYPES.get(t) or unknown_type(t))
@@ -355,5 +358,9 @@ class MessageBuilder:
         """Return the frozen message; raises :class:`InvalidMessage` if ``msg_type`` is unset."""
         if "msg_type" not in self._fields:
             raise InvalidMessage("msg_type is required: call with_msg_type(MessageType.X)")
-        # The message freezes a copy of the arguments: the builder stays free to change.
-        return MLOpsMessage(id=new_id(), created_at=time.time(), **self._fields)
+        # The message gets a copy of the arguments frozen all the way down: the builder
+        # (and the caller's own containers) stay free to change.
+        fields = dict(self._fields)
+        if "additional_arguments" in fields:
+            fields["additional_arguments"] = _frozen_args(fields["additional_arguments"])
+        return MLOpsMessage(id=new_id(), created_at=time.time(), **fields)

@@ -44,6 +44,7 @@ from .errors import (
     BusError,
     BusUnavailable,
     ConfigurationError,
+    MessageTooLarge,
     PublishError,
     SendTimeout,
 )
@@ -143,6 +144,7 @@ class Producer(AsyncResource, Generic[M]):
         # the spool still holds older records that must go first).
         self._spooling = False
         self._spool_room: asyncio.Event | None = None
+        self._spool_blocked: type[BaseException] | None = None
         self.strict = strict
         self._backend = backend
 
@@ -412,6 +414,9 @@ class Producer(AsyncResource, Generic[M]):
             if wakeup is not None and not wakeup.done():
                 wakeup.set_result(None)
             raise err from exc
+        wakeup = self._wakeup  # a sender parked on an empty spool delivers this now
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def send_many(
         self,
@@ -846,10 +851,20 @@ class Producer(AsyncResource, Generic[M]):
                 self._outage.down(exc, loop.time(), f"{spool.rows} message(s) in the spool")
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            except Exception as exc:  # refused for good: report it, and do not retry forever
+            except (PublishError, MessageTooLarge) as exc:  # these records refused for good
                 refused: BaseException | None = exc
+            except Exception as exc:
+                # Not about these records (bad credentials, a missing extra, a bug): the
+                # spool keeps them; say why once, and try again later.
+                if type(exc) is not self._spool_blocked:
+                    self._spool_blocked = type(exc)
+                    log.error("producer: cannot deliver the spool %s (%d record(s) kept): %r",
+                              str(spool.directory), spool.rows, exc)
+                await asyncio.sleep(backoff.next_delay())
+                continue
             else:
                 refused = None
+                self._spool_blocked = None
                 self.sent += len(records)
                 backoff.reset()
                 if self._outage.active:

@@ -86,7 +86,19 @@ class Spool:
                 f"spool {str(self.directory)!r} is in use by another producer "
                 "(one spool directory per producer)"
             ) from None
+        try:
+            db = self._connect()
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)  # a later open() in this process must not find it "in use"
+            raise
         self._lock_fd = fd
+        self._db = db
+        rows, size = db.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM outbox"
+                                ).fetchone()
+        return int(rows), int(size)
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.directory / "outbox.sqlite3", check_same_thread=False,
                              isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -97,10 +109,7 @@ class Spool:
             "headers BLOB)"
         )
         db.execute("UPDATE outbox SET seq = 0")  # sequence numbers of an earlier process
-        rows, size = db.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM outbox"
-                                ).fetchone()
-        self._db = db
-        return int(rows), int(size)
+        return db
 
     async def close(self) -> None:
         """Commit pending appends and release the spool; safe to call twice."""

@@ -290,12 +290,15 @@ class App:
             self._lag = LagWatcher(self.group, inputs, self.metrics, self.client_options)
             self._lag.start()
         if self.heartbeat:
-            if default not in self._producers:
-                self._producers[default] = Producer(default, **self.client_options)
-                await self._producers[default].start()
+            # Its own small producer: a stats topic the broker refuses (no auto-create,
+            # an ACL) must never hold up or fail the app's real outputs.
+            stats: Producer[Any] = Producer(
+                default, buffer_size=64, batch_size=16, send_timeout=0.1, flush_timeout=0.5,
+                close_timeout=1.0, **self.client_options)
+            await stats.start()
             self._heartbeat = Heartbeat(
-                self.name, self.ending.stage if self.ending else self.name,
-                self._producers[default], self.heartbeat, self._counters)
+                self.name, self.ending.stage if self.ending else self.name, stats,
+                self.heartbeat, self._counters)
             self._heartbeat.start()
         if self._sources or self.ending is not None:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
@@ -356,6 +359,8 @@ class App:
             log.info("app %s stopped", self.name)
 
     async def _close_clients(self) -> None:
+        if self._heartbeat is not None:
+            await self._heartbeat.close()
         for route in self._routes:
             if route.consumer is not None:
                 await route.consumer.close()

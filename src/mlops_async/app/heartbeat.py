@@ -70,6 +70,7 @@ class Heartbeat:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
             await self._beat("stopped")
+        await self.producer.close()
 
     def stats(self, state: str = "running") -> ReplicaStats:
         processed, failed, published, last_error = self.read()

@@ -75,7 +75,6 @@ from .base import (
     Record,
     Subscription,
     TopicInfo,
-    cancel_safe,
     reraise,
     translate,
 )
@@ -740,18 +739,25 @@ class _KafkaSubscription(Subscription):
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         # Everything acknowledged was committed at ack time; what was not will be
         # read again by the new owner. Forget the rest and tell the Consumer.
-        await self._commit_done(only=revoked)
-        self.epoch += 1
-        for tp in revoked:
-            self._outstanding.pop(tp, None)
-            self._done.pop(tp, None)
-            self._revoked_at[tp] = self.epoch
+        try:
+            await self._commit_done(only=revoked)
+        finally:
+            # Even if that commit failed: what was fetched from these partitions is
+            # stale now (the new owner reads it again from the last commit).
+            self.epoch += 1
+            for tp in revoked:
+                self._outstanding.pop(tp, None)
+                self._done.pop(tp, None)
+                self._rewound.pop(tp, None)
+                self._revoked_at[tp] = self.epoch
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
-            data = await cancel_safe(self.consumer.getmany(
+            # No cancel_safe here: records getmany returned must reach the bookkeeping
+            # below (the Consumer keeps them if a swallowed cancellation shows up after).
+            data = await self.consumer.getmany(
                 timeout_ms=int(timeout * 1000), max_records=max_records
-            ))
+            )
         except Exception as exc:
             _raise(exc, "fetch")
         out: list[Delivery] = []
