@@ -26,6 +26,7 @@ a missing required parameter is an error that names it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import re
@@ -205,6 +206,7 @@ class Pipeline:
             produce.__name__ = st.name
             app.source(outputs=st.outputs, name=st.name)(produce)
             return app
+        handler: Callable[..., Any] = fn
         if st.params_type is not None and len(inspect.signature(fn).parameters) >= 2:
             bound = params if params is not None else self.params_for(stage)
             if inspect.iscoroutinefunction(fn):
@@ -213,10 +215,9 @@ class Pipeline:
             else:
                 def call(msg: Any) -> Any:  # type: ignore[misc]
                     return fn(msg, bound)
-            call.__name__ = st.name
-            handler = call
-        else:
-            handler = fn
+            # The handler's annotations (its input schema) show through the wrapper.
+            handler = functools.update_wrapper(call, fn)
+            handler.__name__ = st.name
         app.handler(input=st.input, outputs=st.outputs, name=st.name,
                     **st.handler_options)(handler)
         return app

@@ -241,6 +241,7 @@ class App:
         default = await resolve_url(self.url)
         for name, q in self.queues.items():
             self._schemas[name] = schema_of(q, self._hinted.get(name))
+        hinted = {n for n in self._hinted if self.queues.get(n) and self.queues[n].schema is None}
         inputs: list[tuple[Queue, str]] = []
         for source in self._sources:
             for qname in source.outputs:
@@ -277,6 +278,7 @@ class App:
             sleep=self._sleep, executor=self._executor, max_unconfirmed=self.max_unconfirmed,
             on_task_error=self._log_crash, on_error=self._failed_input,
         )
+        self._outcomes.hinted = hinted
         for hook in self._on_startup:
             await _call_hook(hook)
         self._outcomes.track(self._producers.values())

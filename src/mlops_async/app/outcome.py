@@ -57,6 +57,7 @@ class Outcomes:
         self.queues = queues
         self.schemas = schemas
         self.producers = producers  # by queue name
+        self.hinted: set[str] = set()  # queues whose schema comes from a handler annotation
         self.metrics = metrics
         self._sleep = sleep
         self._executor = executor
@@ -268,7 +269,10 @@ class Outcomes:
                     f"its outputs {list(route.outputs)}"
                 )
             schema = self.schemas[qname]
-            if not isinstance(message, schema):
+            undeclared = self.queues[qname].schema is None and qname not in self.hinted
+            if undeclared and isinstance(message, msgspec.Struct | dict):
+                pass  # no schema declared for it: a Struct or a plain object goes as it is
+            elif not isinstance(message, schema):
                 try:
                     message = msgspec.convert(message, schema, from_attributes=True)
                 except msgspec.ValidationError as exc:
