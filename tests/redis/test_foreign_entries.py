@@ -148,3 +148,25 @@ def test_any_foreign_entry_arrives_or_is_dead_lettered_whole(
         assert Counter(map(seen, dead)) == Counter(map(sent, bad))
 
     asyncio.run(scenario())
+
+
+async def test_the_connector_records_read_write_delete_times(redis_url: str) -> None:
+    from prometheus_client import REGISTRY
+
+    from mlops_async import Producer
+
+    def count(op: str) -> float:
+        return REGISTRY.get_sample_value("redis_process_time_seconds_count",
+                                         {"operation": op}) or 0.0
+
+    before = {op: count(op) for op in ("read", "write", "delete")}
+    topic, group = name("rm"), name("g")
+    async with Producer(redis_url, topic=topic) as p:
+        await p.send(make_msg(1), flush=True)
+    async with Consumer(redis_url, topic=topic, group=group, auto_offset_reset="earliest",
+                        commit="manual") as c:
+        got: list[MLOpsMessage] = []
+        while not got:
+            got = await c.get_messages(timeout=0.2)
+        await c.commit()
+    assert all(count(op) > before[op] for op in ("read", "write", "delete"))

@@ -37,6 +37,7 @@ import inspect
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -241,6 +242,16 @@ class RedisBackend(Backend):
         return self.redis
 
     async def _run(self, what: str, coro: Any) -> Any:
+        op = _operation(what)
+        if op is None or _PROCESS_TIME is None:
+            return await self._call(what, coro)
+        t0 = time.perf_counter()
+        try:
+            return await self._call(what, coro)
+        finally:
+            _PROCESS_TIME.labels(operation=op).observe(time.perf_counter() - t0)
+
+    async def _call(self, what: str, coro: Any) -> Any:
         try:
             return await cancel_safe(coro)
         except BusError:
@@ -678,6 +689,35 @@ def _envelope(topic: str, eid: str, fields: Any, position: Any) -> Delivery:
 
 def _names(pairs: list[tuple[bytes, bytes]]) -> str:
     return ", ".join(repr(k.decode("utf-8", "backslashreplace")) for k, _ in pairs[:10])
+
+
+def _operation(what: str) -> str | None:
+    """volley's Redis connector timings: read, write or delete (per round trip)."""
+    if what.startswith("publishing"):
+        return "write"
+    if what in ("ack", "nack"):
+        return "delete"
+    if what in ("read", "claim", "ack and read", "re-read pending"):
+        return "read"
+    return None
+
+
+def _process_time() -> Any:
+    try:
+        from prometheus_client import Summary
+    except ImportError:  # the metrics extra is not installed: nothing to record
+        return None
+    try:
+        return Summary("redis_process_time_seconds",
+                       "Seconds per Redis round trip of the connector", ["operation"])
+    except ValueError:  # already registered (module reloaded)
+        from prometheus_client import REGISTRY
+
+        return REGISTRY._names_to_collectors.get("redis_process_time_seconds")
+
+
+# In prometheus_client's default registry, which `--metrics-port` serves with the app's.
+_PROCESS_TIME = _process_time()
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:
