@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, Literal
 
@@ -42,6 +43,7 @@ from .errors import (
 )
 from .message import MLOpsMessage
 from .producer import _topics
+from .tracing import Tracing, resolve, trace_context
 
 __all__ = ["Consumer"]
 
@@ -79,6 +81,7 @@ class Consumer(AsyncResource, Generic[M]):
         dead_letter_topic: str = "{topic}.dlq",
         max_deliveries: int | None = 5,
         strict: bool = False,
+        tracing: bool | None = None,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
@@ -114,6 +117,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._poison: list[Delivery] = []
         self.strict = strict
         self._backend = backend
+        self._tracing = tracing  # None: on when OpenTelemetry is configured (mlops_async.tracing)
+        self._trace: Tracing | None = None
 
         self._sub: Subscription | None = None
         self._epoch = 0
@@ -165,6 +170,7 @@ class Consumer(AsyncResource, Generic[M]):
                 self._backend = await open_backend(
                     self._url, self._orchestrator, self._endpoint, self._client_options
                 )
+            self._trace = resolve(self._tracing, self._backend.scheme)
             await self._backend.connect()
             if self._topics:
                 await self._open_subscription()
@@ -198,6 +204,8 @@ class Consumer(AsyncResource, Generic[M]):
         if self._closed:
             return
         self._closed = True
+        if self._trace is not None:
+            self._trace.end()  # the last `async for` message's span
         self._stop_ticker()
         if self._ack_task is not None:
             await asyncio.gather(self._ack_task, return_exceptions=True)
@@ -295,6 +303,8 @@ class Consumer(AsyncResource, Generic[M]):
         return self
 
     async def __anext__(self) -> M:
+        if self._trace is not None:
+            return await self._traced_next(self._trace)
         inflight = self._inflight
         if inflight and self._auto:
             finished = self._finished
@@ -320,6 +330,32 @@ class Consumer(AsyncResource, Generic[M]):
                 self.received += 1
                 return msg
         return (await self._next())[0]
+
+    async def _traced_next(self, trace: Tracing) -> M:
+        """``__anext__`` with tracing on: end the last message's span, open this one's.
+
+        Its span stays current in the caller's context while the loop body runs.
+        """
+        trace.end()
+        self._trace = None  # the plain path below, once
+        try:
+            msg = await self.__anext__()
+        finally:
+            self._trace = trace
+        d = self.envelope
+        if d is not None:
+            trace.begin(d, msg)
+        return msg
+
+    def trace(self, delivery: Delivery | None = None, msg: Any = None
+              ) -> AbstractContextManager[Any]:
+        """``with consumer.trace(d, msg): ...``: run a block in ``d``'s CONSUMER span.
+
+        For messages taken with :meth:`receive`, :meth:`get_messages` or
+        :meth:`batches` (``async for`` opens its spans itself). ``delivery``
+        defaults to :attr:`envelope`. Does nothing when tracing is off.
+        """
+        return trace_context(self._trace, delivery or self.envelope, msg)
 
     async def batches(
         self, max_messages: int = 256, max_wait: float = 0.05

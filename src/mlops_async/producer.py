@@ -51,6 +51,7 @@ from .errors import (
 from .message import MLOpsMessage
 from .spool import Spool
 from .status import TaskStatus, Webhook, task_status
+from .tracing import Tracing, resolve
 
 __all__ = ["Producer"]
 
@@ -108,6 +109,7 @@ class Producer(AsyncResource, Generic[M]):
         spool: str | Path | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
         strict: bool = False,
+        tracing: bool | None = None,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
@@ -147,6 +149,8 @@ class Producer(AsyncResource, Generic[M]):
         self._spool_blocked: type[BaseException] | None = None
         self.strict = strict
         self._backend = backend
+        self._tracing = tracing  # None: on when OpenTelemetry is configured (mlops_async.tracing)
+        self._trace: Tracing | None = None
 
         self._buf: list[Record] = []
         self._count = 0  # records buffered or in flight
@@ -190,6 +194,11 @@ class Producer(AsyncResource, Generic[M]):
                 self._backend = await open_backend(
                     self._url, self._orchestrator, self._endpoint, self._client_options
                 )
+            self._trace = resolve(self._tracing, self._backend.scheme)
+            if self._trace is not None:
+                # Chosen once here: an untraced producer's send stays exactly as it is.
+                self.send = self._traced_send  # type: ignore[method-assign]
+                self.send_many = self._traced_send_many  # type: ignore[method-assign]
             limit = self._backend.max_record_size
             if limit is not None and limit < self._codec.max_size:
                 self._codec.max_size = limit
@@ -327,6 +336,9 @@ class Producer(AsyncResource, Generic[M]):
         """
         if self._sender is None or self._closing:
             await self._ensure_open()
+            if self._trace is not None:  # started just now, traced: send() is now that
+                return await self._traced_send(msg, topic=topic, key=key, headers=headers,
+                                               flush=flush)
         value = self._codec.encode(msg)
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
@@ -435,6 +447,9 @@ class Producer(AsyncResource, Generic[M]):
         """
         if self._sender is None or self._closing:
             await self._ensure_open()
+            if self._trace is not None:
+                return await self._traced_send_many(msgs, topic=topic, key=key,
+                                                    headers=headers, flush=flush)
         encode = self._codec.encode
         values = [encode(m) for m in msgs]
         if self.strict and self._outage.active:
@@ -474,6 +489,27 @@ class Producer(AsyncResource, Generic[M]):
                 wakeup.set_result(None)
         if flush:
             await self.flush()
+
+    async def _traced_send(self, msg: M, *, topic: str | Sequence[str] | None = None,
+                           key: str | bytes | None = None, headers: HeadersIn = None,
+                           flush: bool = False) -> None:
+        """``send`` in a PRODUCER span whose context goes in the headers (tracing on)."""
+        assert self._trace is not None
+        topics = self._topics if topic is None else _topics(topic)
+        with self._trace.publishing(topics or ("",), headers, msg) as traced:
+            await Producer.send(self, msg, topic=topic, key=key, headers=traced, flush=flush)
+
+    async def _traced_send_many(self, msgs: Iterable[M], *,
+                                topic: str | Sequence[str] | None = None,
+                                key: str | bytes | None = None, headers: HeadersIn = None,
+                                flush: bool = False) -> None:
+        """``send_many`` in one PRODUCER span; every message carries its context."""
+        assert self._trace is not None
+        msgs = list(msgs)
+        topics = self._topics if topic is None else _topics(topic)
+        with self._trace.publishing(topics or ("",), headers, count=len(msgs)) as traced:
+            await Producer.send_many(self, msgs, topic=topic, key=key, headers=traced,
+                                     flush=flush)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far was confirmed by the broker.
