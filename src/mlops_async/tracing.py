@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from .backends import Delivery
 
-__all__ = ["ENV", "Tracing", "resolve", "use"]
+__all__ = ["ENV", "Tracing", "resolve", "system_name", "trace_context", "use"]
 
 #: ``1``/``on``: trace whatever the provider; ``0``/``off``: never trace; unset: auto.
 ENV = "MLOPS_ASYNC_TRACING"
@@ -74,7 +74,7 @@ def use(provider: TracerProvider | None) -> None:
     _provider = provider
 
 
-def _system(scheme: str) -> str:
+def system_name(scheme: str) -> str:
     """``messaging.system`` for a backend's URL scheme."""
     scheme = scheme.split("+", 1)[0].lower()
     if scheme.startswith("redis"):
@@ -111,7 +111,7 @@ def resolve(option: bool | None, scheme: str = "") -> Tracing | None:
             return None  # nothing configured: off
     from . import __version__
 
-    return Tracing(provider.get_tracer("mlops_async", __version__), _system(scheme))
+    return Tracing(provider.get_tracer("mlops_async", __version__), system_name(scheme))
 
 
 class Tracing:

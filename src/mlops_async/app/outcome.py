@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..producer import Producer
 from ..queues import Queue
 from ..signals import Ack, Retry
+from ..tracing import resolve, system_name
 from .dispatch import Slots
 from .route import OutputError, Route
 
@@ -74,6 +75,27 @@ class Outcomes:
         self.failed = 0
         self.published = 0
         self.last_error = ""
+        # Tracing on (mlops_async.tracing): each handler runs in its input's span, so
+        # its outputs continue the trace. Chosen once: untraced, handle is untouched.
+        self.tracing = resolve(None)
+        if self.tracing is not None:
+            self.handle = self._traced_handle  # type: ignore[method-assign]
+            self.handle_batch = self._traced_handle_batch  # type: ignore[method-assign]
+
+    async def _traced_handle(self, route: Route, msg: Any, d: Delivery) -> None:
+        assert self.tracing is not None and route.consumer is not None
+        backend = route.consumer.backend
+        system = system_name(backend.scheme if backend is not None else "")
+        with self.tracing.processing(d, msg, system):
+            await Outcomes.handle(self, route, msg, d)
+
+    async def _traced_handle_batch(self, route: Route, msgs: list[Any],
+                                   ds: list[Delivery]) -> None:
+        assert self.tracing is not None and route.consumer is not None
+        backend = route.consumer.backend
+        system = system_name(backend.scheme if backend is not None else "")
+        with self.tracing.processing_batch(ds, system):
+            await Outcomes.handle_batch(self, route, msgs, ds)
 
     def track(self, producers: Iterable[Producer[Any]]) -> None:
         """Follow the confirmations of ``producers`` (call once, after they started)."""
