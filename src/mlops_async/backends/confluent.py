@@ -62,6 +62,9 @@ _SECRETS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.k
 
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
+    # The Producer hands over whole batches already: librdkafka's own 5 ms linger
+    # would only add latency at low load (p99 ~20 ms on Tansu; ~7 ms with 1 ms).
+    "linger.ms": 1,
 }
 _CONSUMER_DEFAULTS: dict[str, Any] = {
     # Low latency at low load (librdkafka's default is 500 ms); large fetches when busy.

@@ -45,7 +45,7 @@ from .confluent_errors import (
     raise_ours,
     to_ours,
 )
-from .confluent_thread import ClientThread, bounded
+from .confluent_thread import ClientThread, bounded, quiet
 
 __all__ = ["ConfluentSubscription"]
 
@@ -103,6 +103,8 @@ class ConfluentSubscription(Subscription):
         # Written on the thread before ``epoch`` grows, read on the loop by owns().
         self._revoked_at: dict[_Key, int] = {}
         self._rewound: dict[_Key, tuple[int, int]] = {}  # nack: (epoch, offset sought to)
+        # The epoch of the last revocation or rewind: deliveries fetched since are owned.
+        self._changed_at = 0
         self._inbox: deque[_Ack | _Rewind] = deque()
         # True from subscribe (and from a revocation) until partitions are assigned.
         self._joining = group is not None
@@ -133,10 +135,13 @@ class ConfluentSubscription(Subscription):
     async def ack_and_fetch(
         self, deliveries: Sequence[Delivery], max_records: int, timeout: float
     ) -> list[Delivery]:
-        """Acknowledge (committed asynchronously by the fetch job, first) and fetch.
+        """Acknowledge (committed asynchronously by the next fetch job, first) and fetch.
 
-        A cancelled caller leaves the fetch job running: its records go to the
-        next fetch, so a cancellation never loses what librdkafka handed out.
+        While the caller works on a batch, the next one is fetched on the
+        consumer's thread (one batch ahead at most), so a busy stream never
+        waits for librdkafka. A caller that gives up (timeout, cancellation)
+        leaves the fetch job running: its records go to the next call, so
+        nothing librdkafka handed out is lost.
         """
         if self._closing:
             return []
@@ -147,16 +152,19 @@ class ConfluentSubscription(Subscription):
         job = self._fetching
         if job is None:
             job = self._fetching = self._thread.run(self._fetch, max_records, timeout)
-        try:
-            got = await asyncio.shield(job)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if self._fetching is job:
-                self._fetching = None
+        if not job.done():
+            await asyncio.wait((job,), timeout=timeout + _SLICE)
+            if not job.done():
+                return []
+        self._fetching = None
+        if job.cancelled():  # the thread stopped (close)
+            return []
+        exc = job.exception()
+        if exc is not None:
             raise_ours(exc, "fetch")
-        if self._fetching is job:
-            self._fetching = None
+        got = job.result()
+        if got and not self._closing:
+            self._fetching = self._thread.run(self._fetch, max_records, timeout)
         return got
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -180,7 +188,7 @@ class ConfluentSubscription(Subscription):
         done: asyncio.Future[None] = self._loop.create_future()
         self._inbox.append((kind, payload, done))
         # A running fetch serves the inbox within one wait slice; this job makes sure.
-        self._thread.run(self._serve_inbox)
+        self._thread.run(self._serve_inbox).add_done_callback(quiet)
         await bounded(done, self._commit_timeout, what)
 
     async def close(self) -> None:
@@ -189,6 +197,9 @@ class ConfluentSubscription(Subscription):
             return
         self._closed = self._closing = True
         self._on_close(self)
+        if self._fetching is not None:  # a fetch ahead ends within one slice; unread
+            self._fetching.add_done_callback(quiet)
+            self._fetching = None
         try:
             await bounded(self._thread.run(self._close), 20, "closing the consumer")
         except Exception as exc:  # closing never raises past us
@@ -271,30 +282,34 @@ class ConfluentSubscription(Subscription):
         epoch = self.epoch  # after consume(): a revocation inside it is already counted
         track = self.group is not None
         outstanding = self._outstanding
-        last_key: _Key | None = None
+        last: tuple[str | None, int | None] = (None, None)
+        position: tuple[_Key, int] | None = None
         q: deque[int] | None = None
         for m in msgs:
             err = m.error()
             if err is not None:
                 self._consumer_error(err)
                 continue
-            topic, part, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
-            key = (topic, part)
-            if key != last_key:
-                last_key, position = key, (key, epoch)
+            topic, part, offset = m.topic(), m.partition(), m.offset()
+            if (topic, part) != last:
+                last = (topic, part)
+                key = (topic or "", part or 0)
+                position = (key, epoch)  # one tuple per partition and batch
                 if track:
                     q = outstanding.get(key)
                     if q is None:
                         q = outstanding[key] = deque()
                         self._done[key] = set()
             if q is not None:
-                q.append(offset)
+                q.append(offset)  # type: ignore[arg-type]
             kind, ts = m.timestamp()
             headers = m.headers()
-            append(Delivery(topic, part, offset, m.value(), m.key(),
-                            tuple(headers) if headers else None,  # type: ignore[arg-type]
-                            position,
-                            timestamp=ts / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None))
+            # Positional: msgspec builds the struct faster than with keywords.
+            append(Delivery(
+                topic, part, offset, m.value(), m.key(),  # type: ignore[arg-type]
+                tuple(headers) if headers else None,  # type: ignore[arg-type]
+                position, None, None, 0,
+                ts / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None))
         return out
 
     def _consumer_error(self, err: KafkaError) -> None:
@@ -336,24 +351,32 @@ class ConfluentSubscription(Subscription):
                 self._loop.call_soon_threadsafe(self._resolve, fut, error)
 
     def _apply(self, deliveries: Sequence[Delivery]) -> None:
+        """Fold acknowledgements into the committable prefix of each partition."""
+        outstanding, done_sets, to_commit = self._outstanding, self._done, self._to_commit
+        changed = self._changed_at
         touched = set()
         for d in deliveries:
-            if not self.owns(d):
+            key, fetched_in = d.position
+            if fetched_in < changed and not self.owns(d):
                 continue  # its partition moved on (or was rewound): read again
-            key, offset = d.position[0], d.offset
-            q = self._outstanding.get(key)
-            # Below the head: committed already (an ack sent again after a cancellation).
-            if q and isinstance(offset, int) and offset >= q[0]:
-                self._done[key].add(offset)
+            q = outstanding.get(key)
+            if not q:
+                continue
+            offset, head = d.offset, q[0]
+            if offset == head and not done_sets[key]:  # in order: the common case
+                q.popleft()
+                to_commit[key] = head + 1
+            elif isinstance(offset, int) and offset >= head:  # below: committed already
+                done_sets[key].add(offset)
                 touched.add(key)
         for key in touched:
-            q, done = self._outstanding[key], self._done[key]
+            q, done = outstanding[key], done_sets[key]
             last = None
             while q and q[0] in done:
                 last = q.popleft()
                 done.discard(last)
             if last is not None:
-                self._to_commit[key] = last + 1
+                to_commit[key] = last + 1
 
     def _rewind(self, lowest: dict[_Key, int]) -> None:
         """nack(): seek back; the loop drops what it buffered past the rewind."""
@@ -374,7 +397,7 @@ class ConfluentSubscription(Subscription):
                 self._outstanding[key] = deque(o for o in q if o < offset)
                 self._done[key] = {o for o in self._done[key] if o < offset}
         if moved:
-            self.epoch = epoch
+            self._changed_at = self.epoch = epoch
 
     def _commit(self, only: set[_Key] | None = None, asynchronous: bool = False) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items()
@@ -445,7 +468,7 @@ class ConfluentSubscription(Subscription):
             self._done.pop(key, None)
             self._to_commit.pop(key, None)
             self._rewound.pop(key, None)
-        self.epoch = epoch
+        self._changed_at = self.epoch = epoch
 
     def _close(self) -> None:
         try:

@@ -1,0 +1,122 @@
+"""The kafka+confluent subscription's offset bookkeeping, with a stand-in librdkafka consumer.
+
+Real-broker behaviour is in the other files here; this pins down the rules
+that are hard to provoke there, on the thread-side methods called directly:
+acknowledgements in any order commit only the acknowledged prefix, a
+revocation makes earlier copies stale, and a rewind (nack) drops copies
+fetched before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_async.backends.base import Delivery
+from mlops_async.backends.confluent_consumer import ConfluentSubscription
+
+T, P = "t", 0
+
+
+@dataclass
+class Msg:
+    """What the subscription reads from a librdkafka message."""
+
+    off: int
+    part: int = P
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return T
+
+    def partition(self) -> int:
+        return self.part
+
+    def offset(self) -> int:
+        return self.off
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+    def headers(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def key(self) -> None:
+        return None
+
+
+@dataclass
+class StubConsumer:
+    commits: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    seeks: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+        return offsets
+
+    def seek(self, tp: Any) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+
+async def subscription() -> tuple[ConfluentSubscription, StubConsumer]:
+    stub = StubConsumer()
+    sub = ConfluentSubscription(
+        lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
+        connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
+    )
+    sub._assigned.add((T, P))
+    return sub, stub
+
+
+def fetch(sub: ConfluentSubscription, *offsets: int) -> list[Delivery]:
+    return sub._deliveries([Msg(o) for o in offsets])  # type: ignore[arg-type]
+
+
+def ack(sub: ConfluentSubscription, deliveries: list[Delivery]) -> None:
+    sub._apply(deliveries)
+    sub._commit()
+
+
+async def test_acks_in_any_order_commit_only_the_acknowledged_prefix() -> None:
+    sub, stub = await subscription()
+    d = fetch(sub, 0, 1, 2, 3, 4)
+    ack(sub, [d[1], d[3]])  # 0 still in progress: nothing is safe yet
+    assert stub.commits == []
+    ack(sub, [d[2], d[0]])  # filtered ones first, then the kept one: 0..3 done
+    ack(sub, [d[4]])
+    assert stub.commits == [{(T, P): 4}, {(T, P): 5}]
+    ack(sub, [d[2]])  # an ack sent again (after a cancelled call) changes nothing
+    assert stub.commits == [{(T, P): 4}, {(T, P): 5}]
+
+
+async def test_a_revocation_makes_earlier_copies_stale() -> None:
+    sub, stub = await subscription()
+    before = fetch(sub, 0, 1)
+    ack(sub, [before[0]])
+    sub._forget({(T, P)})  # what the revoke callback does after its commit
+    assert sub.epoch == 1 and sub.revocations == 1
+    assert not sub.owns(before[1]), "fetched before the revocation: the new owner reads it"
+    sub._assigned.add((T, P))  # it came back; reading resumes at the commit
+    after = fetch(sub, 1, 2)
+    assert all(sub.owns(d) for d in after)
+    ack(sub, [before[1]])  # a stale ack is ignored, never committed
+    ack(sub, after)
+    assert stub.commits == [{(T, P): 1}, {(T, P): 3}]
+
+
+async def test_a_rewind_drops_copies_fetched_before_it() -> None:
+    sub, stub = await subscription()
+    d = fetch(sub, 0, 1, 2, 3)
+    ack(sub, [d[0]])
+    sub._rewind({(T, P): 1})  # nack(d[1]): read again from 1
+    assert stub.seeks == [(T, P, 1)] and sub.epoch == 1
+    assert sub.owns(d[0]) and not any(sub.owns(x) for x in d[1:])
+    ack(sub, [d[2], d[3]])  # copies from before the rewind: ignored
+    again = fetch(sub, 1, 2, 3)
+    ack(sub, again)
+    assert stub.commits == [{(T, P): 1}, {(T, P): 4}]
