@@ -2,9 +2,11 @@
 
 Rows: the library (one task `await producer.send(msg)` per message, one
 `async for` consumer; encode, batch, decode and acknowledge included), the
-codec round trip alone, and a bare asyncio.Queue(1000) moving the same
-objects between two tasks. Then peak RSS while a producer outruns a slow
-consumer for --flat-n messages: it must stay flat (bounded buffers).
+same with OpenTelemetry tracing on (an SDK TracerProvider, every span sampled and
+dropped at the end: the cost of making spans and carrying the context, not of
+exporting them; needs the otel extra), the codec round trip alone, and a bare
+asyncio.Queue(1000) moving the same objects between two tasks. Then peak RSS
+while a producer outruns a slow consumer for --flat-n messages: it must stay flat (bounded buffers).
 
 usage: python benchmarks/bench_memory.py [--n 300000] [--runs 3] [--flat-n 1000000]
 """
@@ -16,12 +18,13 @@ import asyncio
 import time
 import uuid
 
-from mlops_async import Codec, Consumer, MLOpsMessage, Producer
+from mlops_async import Codec, Consumer, MLOpsMessage, Producer, tracing
 
 from _common import median_of, rss_mib, save, table, typical_message
 
 
 async def library(msgs: list[MLOpsMessage]) -> float:
+    """Tracing off: no TracerProvider is configured in this process."""
     url = f"memory://bench-{uuid.uuid4().hex[:6]}"
     n = len(msgs)
     async with Consumer(url, topic="t", group="g") as c, Producer(url, topic="t") as p:
@@ -40,6 +43,19 @@ async def library(msgs: list[MLOpsMessage]) -> float:
         await task
         took = time.perf_counter() - t0
     return n / took
+
+
+def traced_library(msgs: list[MLOpsMessage]) -> float | None:
+    """``library`` with tracing on; None without the otel extra."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return None
+    tracing.use(TracerProvider())  # this library only: the global provider stays unset
+    try:
+        return asyncio.run(library(msgs))
+    finally:
+        tracing.use(None)
 
 
 def codec_round_trip(msgs: list[MLOpsMessage]) -> float:
@@ -103,6 +119,7 @@ def main() -> None:
     args = ap.parse_args()
     msgs = [typical_message(i) for i in range(args.n)]
     lib, lib_runs = median_of(args.runs, lambda: asyncio.run(library(msgs)))
+    traced_runs = [traced_library(msgs) for _ in range(args.runs)]
     rt, rt_runs = median_of(args.runs, lambda: codec_round_trip(msgs))
     q, q_runs = median_of(args.runs, lambda: asyncio.run(bare_queue(msgs)))
     rows = [
@@ -110,6 +127,10 @@ def main() -> None:
         {"path": "codec round trip alone", "msg_per_s": rt, "runs": rt_runs},
         {"path": "asyncio.Queue(1000), no codec", "msg_per_s": q, "runs": q_runs},
     ]
+    if None not in traced_runs:
+        runs = [float(r) for r in traced_runs if r is not None]
+        rows.insert(1, {"path": "library, OpenTelemetry tracing on (spans not exported)",
+                        "msg_per_s": sorted(runs)[len(runs) // 2], "runs": runs})
     for r in rows:
         r["x_codec_round_trip"] = round(float(r["msg_per_s"]) / rt, 2)  # type: ignore[arg-type]
     print(table(rows, ["path", "msg_per_s", "x_codec_round_trip"]))
