@@ -9,6 +9,7 @@ fetched before it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,13 @@ class Msg:
 class StubConsumer:
     commits: list[dict[tuple[str, int], int]] = field(default_factory=list)
     seeks: list[tuple[str, int, int]] = field(default_factory=list)
+    batches: list[list[Msg]] = field(default_factory=list)
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        return self.batches.pop(0) if self.batches else []
+
+    def close(self) -> None:
+        return None
 
     def commit(self, offsets: list[Any], asynchronous: bool) -> list[Any]:
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
@@ -69,7 +77,8 @@ async def subscription() -> tuple[ConfluentSubscription, StubConsumer]:
         lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
         connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
     )
-    sub._assigned.add((T, P))
+    sub._assigned.add((T, P))  # as if the group had assigned it
+    sub._joining = False
     return sub, stub
 
 
@@ -120,3 +129,19 @@ async def test_a_rewind_drops_copies_fetched_before_it() -> None:
     again = fetch(sub, 1, 2, 3)
     ack(sub, again)
     assert stub.commits == [{(T, P): 1}, {(T, P): 4}]
+
+
+async def test_a_batch_fetched_ahead_of_a_rewind_is_never_handed_out() -> None:
+    sub, stub = await subscription()
+    stub.batches = [[Msg(0), Msg(1), Msg(2), Msg(3)], [Msg(4), Msg(5)]]
+    first = await sub.fetch(100, 0.2)  # and the next batch is fetched ahead
+    while stub.batches:
+        await asyncio.sleep(0.01)
+    await sub.nack([first[2]])  # read again from 2: the batch fetched ahead is stale
+    stub.batches = [[Msg(2), Msg(3), Msg(4), Msg(5)]]
+    later: list[Delivery] = []
+    while len(later) < 4:
+        later += await sub.fetch(100, 0.2)
+    assert [d.offset for d in later] == [2, 3, 4, 5], "no stale copy of 4 or 5"
+    assert all(sub.owns(d) for d in later)
+    await sub.close()

@@ -163,6 +163,10 @@ class ConfluentSubscription(Subscription):
         if exc is not None:
             raise_ours(exc, "fetch")
         got = job.result()
+        if got and got[0].position[1] < self._changed_at:
+            # Fetched ahead, then a rewind or revocation came: drop the stale copies
+            # (the Consumer only checks what it holds when the epoch changes).
+            got = [d for d in got if self.owns(d)]
         if got and not self._closing:
             self._fetching = self._thread.run(self._fetch, max_records, timeout)
         return got
