@@ -78,7 +78,6 @@ async def subscription() -> tuple[ConfluentSubscription, StubConsumer]:
         connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
     )
     sub._assigned.add((T, P))  # as if the group had assigned it
-    sub._joining = False
     return sub, stub
 
 

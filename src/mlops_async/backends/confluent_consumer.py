@@ -107,7 +107,7 @@ class ConfluentSubscription(Subscription):
         self._changed_at = 0
         self._inbox: deque[_Ack | _Rewind] = deque()
         # True from subscribe (and from a revocation) until partitions are assigned.
-        self._joining = group is not None
+        self._joining = False
         self._session = float(conf.get("session.timeout.ms", 45_000)) / 1000
         self._fetching: asyncio.Future[list[Delivery]] | None = None
         self._closing = False
@@ -230,6 +230,7 @@ class ConfluentSubscription(Subscription):
         c = self.consumer
         c.list_topics(None, self._connect_timeout)  # the broker answers, or this raises
         if self.group is not None:
+            self._joining = True
             c.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                         on_lost=self._on_lost)
         else:
