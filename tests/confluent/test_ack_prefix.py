@@ -144,3 +144,13 @@ async def test_a_batch_fetched_ahead_of_a_rewind_is_never_handed_out() -> None:
     assert [d.offset for d in later] == [2, 3, 4, 5], "no stale copy of 4 or 5"
     assert all(sub.owns(d) for d in later)
     await sub.close()
+
+
+async def test_acknowledged_then_closed_is_committed_even_if_the_caller_reuses_its_list() -> None:
+    sub, stub = await subscription()
+    d = fetch(sub, 0, 1, 2)
+    finished = list(d)
+    await sub.ack(finished)  # returns at once: committed asynchronously
+    finished.clear()  # what the Consumer does with its list after ack()
+    await sub.close()  # commits synchronously what is left
+    assert stub.commits and stub.commits[-1] == {(T, P): 3}
