@@ -8,6 +8,9 @@ exporting them; needs the otel extra), the codec round trip alone, and a bare
 asyncio.Queue(1000) moving the same objects between two tasks. Then peak RSS
 while a producer outruns a slow consumer for --flat-n messages: it must stay flat (bounded buffers).
 
+A second row moves the same messages in batches: ``send_many`` of 1000 and
+``consumer.batches(max_messages=1000)``.
+
 usage: python benchmarks/bench_memory.py [--n 300000] [--runs 3] [--flat-n 1000000]
 """
 
@@ -40,6 +43,28 @@ async def library(msgs: list[MLOpsMessage]) -> float:
         t0 = time.perf_counter()
         for m in msgs:
             await p.send(m)
+        await task
+        took = time.perf_counter() - t0
+    return n / took
+
+
+async def library_batches(msgs: list[MLOpsMessage], size: int = 1000) -> float:
+    """``send_many`` of ``size`` messages -> memory bus -> ``batches(max_messages=size)``."""
+    url = f"memory://bench-{uuid.uuid4().hex[:6]}"
+    n = len(msgs)
+    async with Consumer(url, topic="t", group="g") as c, Producer(url, topic="t") as p:
+        async def consume() -> None:
+            k = 0
+            async for batch in c.batches(max_messages=size, max_wait=0.01):
+                k += len(batch)
+                if k >= n:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        for i in range(0, n, size):
+            await p.send_many(msgs[i:i + size])
         await task
         took = time.perf_counter() - t0
     return n / took
@@ -119,11 +144,14 @@ def main() -> None:
     args = ap.parse_args()
     msgs = [typical_message(i) for i in range(args.n)]
     lib, lib_runs = median_of(args.runs, lambda: asyncio.run(library(msgs)))
+    batched, batched_runs = median_of(args.runs, lambda: asyncio.run(library_batches(msgs)))
     traced_runs = [traced_library(msgs) for _ in range(args.runs)]
     rt, rt_runs = median_of(args.runs, lambda: codec_round_trip(msgs))
     q, q_runs = median_of(args.runs, lambda: asyncio.run(bare_queue(msgs)))
     rows = [
         {"path": "library: send -> memory bus -> async for", "msg_per_s": lib, "runs": lib_runs},
+        {"path": "library: send_many(1000) -> memory bus -> batches(1000)",
+         "msg_per_s": batched, "runs": batched_runs},
         {"path": "codec round trip alone", "msg_per_s": rt, "runs": rt_runs},
         {"path": "asyncio.Queue(1000), no codec", "msg_per_s": q, "runs": q_runs},
     ]

@@ -15,7 +15,7 @@ data is, little-endian::
     raw bytes       the elements, C order (or Fortran order when flag bit 0 is set)
 
 A received array is a read-only view over the received bytes (``np.frombuffer``,
-no copy); ``arr.copy()`` gives a writable one. A reader without numpy gets a
+no copy, for payloads of 64 KiB and more; the codec copies smaller ones once); ``arr.copy()`` gives a writable one. A reader without numpy gets a
 ``msgspec.msgpack.Ext`` in its place, so the rest of the message stays readable.
 
 JSON (``format="json"``): the tagged object

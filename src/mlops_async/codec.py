@@ -16,7 +16,7 @@ checked before any decoding happens.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, cast
+from typing import Any, Generic, Literal
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -35,6 +35,7 @@ MSGPACK_V1 = 0x01
 JSON_V1 = 0x02
 _BARE_JSON = ord("{")
 DEFAULT_MAX_SIZE = 1024 * 1024
+_COPY_BELOW = 64 * 1024
 
 
 def _describe(schema: Any) -> str:
@@ -104,38 +105,47 @@ class Codec(Generic[T]):
         raises only :class:`MessageTooLarge` or :class:`DecodeError`, never a
         msgspec error or anything a schema's ``__post_init__`` raises.
         """
-        if data is None:
-            raise DecodeError("null value (a tombstone)", b"", where)
         try:
-            size = len(data)
-            if size > self.max_size:
-                raise MessageTooLarge(size, self.max_size, where)
-            if size == 0:
-                raise DecodeError("empty payload", b"", where)
-            marker = data[0]
-            if marker == MSGPACK_V1:
-                msg = self._mp_dec.decode(memoryview(data)[1:])
-            elif marker == JSON_V1:
-                msg = self._json_dec.decode(memoryview(data)[1:])
-            elif marker == _BARE_JSON:
-                msg = self._json_dec.decode(data)
+            # Hot path first; what it cannot take (None, empty, other markers) goes below.
+            size = len(data)  # type: ignore[arg-type]
+            if data[0] == MSGPACK_V1 and size <= self.max_size:  # type: ignore[index]
+                # Slicing copies the bytes: cheaper than a memoryview below _COPY_BELOW,
+                # while large payloads (arrays) are read in place.
+                msg = self._mp_dec.decode(
+                    data[1:] if size < _COPY_BELOW else memoryview(data)[1:])  # type: ignore[index]
             else:
-                raise DecodeError(
-                    f"unknown format marker {_hex(marker)} (not an mlops_async payload, "
-                    f"or written by a newer version)",
-                    _raw(data),
-                    where,
-                )
+                msg = self._decode_other(data, size, where)
         except (DecodeError, MessageTooLarge):
             raise
         except Exception as exc:  # the boundary: no record content crosses as a foreign error
+            if data is None:
+                raise DecodeError("null value (a tombstone)", b"", where) from None
+            if isinstance(data, bytes | bytearray | memoryview) and len(data) == 0:
+                raise DecodeError("empty payload", b"", where) from None
             detail = str(exc) if isinstance(exc, msgspec.MsgspecError) else repr(exc)
             raise DecodeError(
                 f"not a valid {_describe(self.schema)}: {detail}", _raw(data), where
             ) from None
         if topic is not None and self._has_topic:
-            force_setattr(cast(msgspec.Struct, msg), "topic", topic)
+            force_setattr(msg, "topic", topic)  # type: ignore[arg-type]
         return msg
+
+    def _decode_other(self, data: Any, size: int, where: str) -> T:
+        if size > self.max_size:
+            raise MessageTooLarge(size, self.max_size, where)
+        marker = data[0]
+        if marker == MSGPACK_V1:
+            return self._mp_dec.decode(memoryview(data)[1:])
+        if marker == JSON_V1:
+            return self._json_dec.decode(memoryview(data)[1:])
+        if marker == _BARE_JSON:
+            return self._json_dec.decode(data)
+        raise DecodeError(
+            f"unknown format marker {_hex(marker)} (not an mlops_async payload, "
+            f"or written by a newer version)",
+            _raw(data),
+            where,
+        )
 
 
 def _hex(marker: object) -> str:
