@@ -211,6 +211,7 @@ def _raw_confluent_consume(bootstrap: str, topic: str, n: int, keep: bool = Fals
                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
                      **CONFLUENT_JOIN, **RAW_CONFLUENT_FETCH})
     c.subscribe([topic])
+    kept: list[MLOpsMessage] = []
     try:
         k = 0
         t0 = 0.0
@@ -220,7 +221,7 @@ def _raw_confluent_consume(bootstrap: str, topic: str, n: int, keep: bool = Fals
             if recs and k == 0:
                 t0 = time.perf_counter()
             if keep:
-                batch = [dec.decode(r.value()) for r in recs]  # type: ignore[arg-type]
+                kept[:] = [dec.decode(r.value()) for r in recs]  # type: ignore[arg-type]
             else:
                 for r in recs:
                     dec.decode(r.value())  # type: ignore[arg-type]
