@@ -125,6 +125,9 @@ class Consumer(AsyncResource, Generic[M]):
         self._buf: deque[Delivery] = deque()
         # Handed out, not yet finished; keyed by identity so one can be acked alone.
         self._inflight: dict[int, Delivery] = {}
+        # The one ``async for`` handed out last with auto commit: a slot, not a dict
+        # entry, on the per-message path. Finished when the next one is asked for.
+        self._held: Delivery | None = None
         self._finished: list[Delivery] = []  # finished, not yet acknowledged
         self._last_ack = 0.0
         self._started = False
@@ -211,8 +214,7 @@ class Consumer(AsyncResource, Generic[M]):
             await asyncio.gather(self._ack_task, return_exceptions=True)
         try:
             if processed and self._auto:
-                self._finished.extend(self._inflight.values())
-                self._inflight.clear()
+                self._finish_in_hand()
             if self._sub is not None and self._finished:
                 try:
                     await self._sub.ack(self._finished)
@@ -272,8 +274,7 @@ class Consumer(AsyncResource, Generic[M]):
     async def _resubscribe(self) -> None:
         async with self._lock:
             if self._auto:
-                self._finished.extend(self._inflight.values())
-                self._inflight.clear()
+                self._finish_in_hand()
             await self._ack_finished()
             # Buffered, never handed out: the group hands them out again.
             self._buf.clear()
@@ -305,13 +306,21 @@ class Consumer(AsyncResource, Generic[M]):
     async def __anext__(self) -> M:
         if self._trace is not None:
             return await self._traced_next(self._trace)
-        inflight = self._inflight
-        if inflight and self._auto:
+        auto = self._auto
+        if auto:
+            held = self._held
             finished = self._finished
-            finished.extend(inflight.values())
-            inflight.clear()
-            if len(finished) >= self._prefetch or (
-                time.monotonic() - self._last_ack > self._commit_interval
+            if held is not None:
+                finished.append(held)
+                self._held = None
+            if self._inflight:
+                self._finish_in_hand()
+            # The clock is read for the first finished message and then every 64th
+            # only: the bound stays commit_interval plus 64 messages' time (the
+            # ticker covers a caller that yields).
+            n = len(finished)
+            if n >= self._prefetch or (
+                n & 63 == 1 and time.monotonic() - self._last_ack > self._commit_interval
             ):
                 async with self._lock:
                     await self._ack_finished()
@@ -326,7 +335,10 @@ class Consumer(AsyncResource, Generic[M]):
             except (DecodeError, MessageTooLarge) as exc:
                 await self._invalid(d, exc)
             else:
-                inflight[id(d)] = d
+                if auto:
+                    self._held = d
+                else:
+                    self._inflight[id(d)] = d
                 self.received += 1
                 return msg
         return (await self._next())[0]
@@ -371,14 +383,12 @@ class Consumer(AsyncResource, Generic[M]):
         if max_messages < 1 or max_wait < 0:
             raise ConfigurationError("batches() needs max_messages >= 1 and max_wait >= 0")
         while True:
-            inflight = self._inflight
-            if inflight and self._auto:
-                self._finished.extend(inflight.values())
-                inflight.clear()
+            if self._auto:
+                self._finish_in_hand()
                 if self._ack_due():
                     async with self._lock:
                         await self._ack_finished()
-            batch = [msg for msg, _ in await self._take(max_messages, max_wait, wait=True)]
+            batch, _ = await self._take(max_messages, max_wait, wait=True)
             if not batch:
                 return  # closed
             yield batch
@@ -391,28 +401,29 @@ class Consumer(AsyncResource, Generic[M]):
         Waits for the first message, then at most ``max_wait`` seconds more for
         the batch to fill. Use with ``commit="manual"`` and :meth:`ack`.
         """
-        return await self._take(max_messages, max_wait, wait=True)
+        msgs, deliveries = await self._take(max_messages, max_wait, wait=True)
+        return list(zip(msgs, deliveries, strict=True))
 
-    async def _take(self, n: int, max_wait: float, *, wait: bool) -> list[tuple[M, Delivery]]:
+    async def _take(self, n: int, max_wait: float, *, wait: bool
+                    ) -> tuple[list[M], list[Delivery]]:
         # Messages count as in hand only once the batch is returned: until then a
         # cancellation or a close puts them back, so none is acknowledged unseen.
-        out: list[tuple[M, Delivery]] = []
+        msgs: list[M] = []
+        deliveries: list[Delivery] = []
         try:
-            return self._hand_out(await self._collect(out, n, max_wait, wait))
+            await self._collect(msgs, deliveries, n, max_wait, wait)
         except BaseException:
-            self._buf.extendleft(reversed([d for _, d in out]))
+            self._buf.extendleft(reversed(deliveries))
             raise
+        self._unhold()
+        self._inflight.update(zip(map(id, deliveries), deliveries, strict=True))
+        self.received += len(deliveries)
+        return msgs, deliveries
 
-    def _hand_out(self, out: list[tuple[M, Delivery]]) -> list[tuple[M, Delivery]]:
-        inflight = self._inflight
-        for _, d in out:
-            inflight[id(d)] = d
-        self.received += len(out)
-        return out
-
-    async def _collect(self, out: list[tuple[M, Delivery]], n: int, max_wait: float,
-                       wait: bool) -> list[tuple[M, Delivery]]:
+    async def _collect(self, msgs: list[M], deliveries: list[Delivery], n: int,
+                       max_wait: float, wait: bool) -> None:
         decode = self._codec.decode
+        add_msg, add_delivery = msgs.append, deliveries.append
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
@@ -422,28 +433,31 @@ class Consumer(AsyncResource, Generic[M]):
             if self._poison:
                 await self._dead_letter_poison()
             buf = self._buf
-            while buf and len(out) < n:
-                d = buf.popleft()
+            popleft = buf.popleft
+            for _ in range(min(n - len(deliveries), len(buf))):
+                d = popleft()
                 try:
                     msg = decode(d.value, topic=d.topic)
                 except (DecodeError, MessageTooLarge) as exc:
-                    if out and self._on_invalid == "raise":
+                    if deliveries and self._on_invalid == "raise":
                         buf.appendleft(d)  # raised by the next call: this batch goes out first
-                        return out
+                        return
                     await self._invalid(d, exc)
-                    continue
-                out.append((msg, d))
-            if len(out) >= n or self._closed:
-                return out
-            if out:
-                if deadline is None:
-                    deadline = loop.time() + max_wait
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return out
-                await self._refill(wait_for_topics=False, timeout=remaining)
+                    break  # the buffer may have changed meanwhile: look again
+                add_msg(msg)
+                add_delivery(d)
             else:
-                await self._refill(wait_for_topics=wait)
+                if len(deliveries) >= n or self._closed:
+                    return
+                if deliveries:
+                    if deadline is None:
+                        deadline = loop.time() + max_wait
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return
+                    await self._refill(wait_for_topics=False, timeout=remaining)
+                else:
+                    await self._refill(wait_for_topics=wait)
 
     @property
     def envelope(self) -> Delivery | None:
@@ -452,6 +466,8 @@ class Consumer(AsyncResource, Generic[M]):
 
         Read from what the consumer already keeps, so it costs nothing unless asked.
         """
+        if self._held is not None:
+            return self._held
         inflight = self._inflight
         return next(reversed(inflight.values())) if inflight else None
 
@@ -459,7 +475,8 @@ class Consumer(AsyncResource, Generic[M]):
     def envelopes(self) -> list[Delivery]:
         """The envelopes of every message in hand, in the order they were handed out
         (the list ``get_messages`` returned, or the current batch)."""
-        return list(self._inflight.values())
+        held = [] if self._held is None else [self._held]
+        return [*self._inflight.values(), *held]
 
     async def receive(self) -> tuple[M, Delivery]:
         """The next message and its delivery, for code that acknowledges each one itself.
@@ -473,7 +490,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     def ack_nowait(self, delivery: Delivery) -> None:
         """Mark ``delivery`` processed; it goes to the broker with the next batch of acks."""
-        self._inflight.pop(id(delivery), None)
+        self._release(delivery)
         self._finished.append(delivery)
 
     async def nack(self, *deliveries: Delivery) -> None:
@@ -485,7 +502,7 @@ class Consumer(AsyncResource, Generic[M]):
         partition come again too. Raises :class:`NotSupported` on a backend that cannot.
         """
         for d in deliveries:
-            self._inflight.pop(id(d), None)
+            self._release(d)
         if self._sub is not None and deliveries:
             async with self._lock:  # never while a fetch is in flight (Kafka seeks)
                 if self._sub is not None:
@@ -499,7 +516,7 @@ class Consumer(AsyncResource, Generic[M]):
         close. This never waits for a fetch in progress.
         """
         for d in deliveries:
-            self._inflight.pop(id(d), None)
+            self._release(d)
         self._finished.extend(deliveries)
         if len(self._finished) >= self._prefetch or (
             time.monotonic() - self._last_ack > self._commit_interval
@@ -523,6 +540,7 @@ class Consumer(AsyncResource, Generic[M]):
                 except (DecodeError, MessageTooLarge) as exc:
                     await self._invalid(d, exc)
                     continue
+                self._unhold()
                 inflight[id(d)] = d
                 self.received += 1
                 return msg, d
@@ -549,9 +567,8 @@ class Consumer(AsyncResource, Generic[M]):
             raise BusClosed("consumer is closed")
         if not self._started:
             await self.start()
-        if self._auto and self._inflight:
-            self._finished.extend(self._inflight.values())
-            self._inflight.clear()
+        if self._auto:
+            self._finish_in_hand()
         if self._buf and self._ack_due():
             # Messages still buffered, so no fetch (which would carry the acks)
             # is coming: acknowledge what was processed now, within commit_interval.
@@ -564,6 +581,7 @@ class Consumer(AsyncResource, Generic[M]):
         if self._poison:
             await self._dead_letter_poison()
         limit = max_messages or self._prefetch
+        self._unhold()  # auto commit finished it above; manual never holds
         out: list[M] = []
         buf = self._buf
         while buf and len(out) < limit:
@@ -583,8 +601,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def commit(self) -> None:
         """Acknowledge every message handed out so far (for ``commit="manual"``)."""
-        self._finished.extend(self._inflight.values())
-        self._inflight.clear()
+        self._finish_in_hand()
         async with self._lock:
             await self._ack_finished()
 
@@ -594,11 +611,35 @@ class Consumer(AsyncResource, Generic[M]):
             "dead_lettered": self.dead_lettered,
             "tombstones": self.tombstones,
             "buffered": len(self._buf),
-            "unacknowledged": len(self._inflight) + len(self._finished),
+            "unacknowledged": len(self._inflight) + len(self._finished)
+            + (self._held is not None),
             "outage": self._outage.active,
         }
 
     # -- internals ----------------------------------------------------------
+
+    def _finish_in_hand(self) -> None:
+        """Auto commit: everything handed out counts as processed (the caller moved on)."""
+        if self._inflight:
+            self._finished.extend(self._inflight.values())
+            self._inflight.clear()
+        if self._held is not None:
+            self._finished.append(self._held)
+            self._held = None
+
+    def _unhold(self) -> None:
+        """Before a dict entry is added: the held one joins the dict first (order kept)."""
+        held = self._held
+        if held is not None:
+            self._inflight[id(held)] = held
+            self._held = None
+
+    def _release(self, d: Delivery) -> None:
+        """``d`` is no longer in hand (acked or nacked by the caller)."""
+        if self._held is d:
+            self._held = None
+        else:
+            self._inflight.pop(id(d), None)
 
     def _drop_revoked(self) -> None:
         sub = self._sub
@@ -745,6 +786,7 @@ class Consumer(AsyncResource, Generic[M]):
         if self._on_invalid == "raise":
             # In hand like any message: acknowledged once the caller moves on
             # (auto commit) or acks it (manual), never before it saw the error.
+            self._unhold()
             self._inflight[id(d)] = d
             exc.delivery = d
             raise exc
