@@ -318,17 +318,19 @@ class ConfluentSubscription(Subscription):
         epoch = self.epoch  # after consume(): a revocation inside it is already counted
         track = self.group is not None
         outstanding = self._outstanding
-        last: tuple[str | None, int | None] = (None, None)
+        last_topic: str | None = None
+        last_part: int | None = None
         position: tuple[_Key, int] | None = None
         q: deque[int] | None = None
+        no_time = TIMESTAMP_NOT_AVAILABLE
         for m in msgs:
             err = m.error()
             if err is not None:
                 self._consumer_error(err)
                 continue
             topic, part, offset = m.topic(), m.partition(), m.offset()
-            if (topic, part) != last:
-                last = (topic, part)
+            if part != last_part or topic != last_topic:  # no tuple per record
+                last_topic, last_part = topic, part
                 key = (topic or "", part or 0)
                 position = (key, epoch)  # one tuple per partition and batch
                 if track:
@@ -345,7 +347,7 @@ class ConfluentSubscription(Subscription):
                 topic, part, offset, m.value(), m.key(),  # type: ignore[arg-type]
                 tuple(headers) if headers else None,  # type: ignore[arg-type]
                 position, None, None, 0,
-                ts / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else None))
+                ts / 1000 if kind != no_time else None))
         return out
 
     def _consumer_error(self, err: KafkaError) -> None:
@@ -387,23 +389,37 @@ class ConfluentSubscription(Subscription):
                 self._loop.call_soon_threadsafe(self._resolve, fut, error)
 
     def _apply(self, deliveries: Sequence[Delivery]) -> None:
-        """Fold acknowledgements into the committable prefix of each partition."""
+        """Fold acknowledgements into the committable prefix of each partition.
+
+        Deliveries of one partition and fetch share one ``position`` tuple: the
+        partition's bookkeeping is looked up once per run of them, not per record.
+        """
         outstanding, done_sets, to_commit = self._outstanding, self._done, self._to_commit
         changed = self._changed_at
         touched = set()
+        last_pos: object = None
+        key: _Key = ("", 0)
+        q: deque[int] | None = None
+        done: set[int] = set()
+        stale = False
         for d in deliveries:
-            key, fetched_in = d.position
-            if fetched_in < changed and not self.owns(d):
+            pos = d.position
+            if pos is not last_pos:
+                last_pos = pos
+                key, fetched_in = pos
+                stale = fetched_in < changed  # owned only if owns() says so, record by record
+                q = outstanding.get(key)
+                done = done_sets.get(key, done)
+            if q is None or (stale and not self.owns(d)):
                 continue  # its partition moved on (or was rewound): read again
-            q = outstanding.get(key)
             if not q:
                 continue
             offset, head = d.offset, q[0]
-            if offset == head and not done_sets[key]:  # in order: the common case
+            if offset == head and not done:  # in order: the common case
                 q.popleft()
                 to_commit[key] = head + 1
             elif isinstance(offset, int) and offset >= head:  # below: committed already
-                done_sets[key].add(offset)
+                done.add(offset)
                 touched.add(key)
         for key in touched:
             q, done = outstanding[key], done_sets[key]
