@@ -17,8 +17,8 @@ usage: python benchmarks/bench_memory.py [--n 300000] [--runs 3] [--flat-n 10000
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import time
 import uuid
 

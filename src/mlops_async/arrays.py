@@ -15,7 +15,8 @@ data is, little-endian::
     raw bytes       the elements, C order (or Fortran order when flag bit 0 is set)
 
 A received array is a read-only view over the received bytes (``np.frombuffer``,
-no copy, for payloads of 64 KiB and more; the codec copies smaller ones once); ``arr.copy()`` gives a writable one. A reader without numpy gets a
+no copy, for payloads of 64 KiB and more; the codec copies smaller ones once);
+``arr.copy()`` gives a writable one. A reader without numpy gets a
 ``msgspec.msgpack.Ext`` in its place, so the rest of the message stays readable.
 
 JSON (``format="json"``): the tagged object
@@ -306,6 +307,9 @@ def schema_hook(tp: Any) -> dict[str, Any]:
     """
     np = _numpy()
     origin = get_origin(tp) or tp
+    # numpy >= 2.5 on Python >= 3.12 spells NDArray as a `type` alias: look through it.
+    while hasattr(origin, "__value__"):
+        origin = get_origin(origin.__value__) or origin.__value__
     if np is None or not (isinstance(origin, type) and issubclass(origin, np.ndarray)):
         raise NotImplementedError(f"no JSON schema for {tp!r}")
     return {
