@@ -105,16 +105,16 @@ class Codec(Generic[T]):
         raises only :class:`MessageTooLarge` or :class:`DecodeError`, never a
         msgspec error or anything a schema's ``__post_init__`` raises.
         """
+        raw: Any = data  # anything at all may come from a broker: checked below, not here
         try:
             # Hot path first; what it cannot take (None, empty, other markers) goes below.
-            size = len(data)  # type: ignore[arg-type]
-            if data[0] == MSGPACK_V1 and size <= self.max_size:  # type: ignore[index]
+            size = len(raw)
+            if raw[0] == MSGPACK_V1 and size <= self.max_size:
                 # Slicing copies the bytes: cheaper than a memoryview below _COPY_BELOW,
                 # while large payloads (arrays) are read in place.
-                msg = self._mp_dec.decode(
-                    data[1:] if size < _COPY_BELOW else memoryview(data)[1:])  # type: ignore[index]
+                msg = self._mp_dec.decode(raw[1:] if size < _COPY_BELOW else memoryview(raw)[1:])
             else:
-                msg = self._decode_other(data, size, where)
+                msg = self._decode_other(raw, size, where)
         except (DecodeError, MessageTooLarge):
             raise
         except Exception as exc:  # the boundary: no record content crosses as a foreign error
