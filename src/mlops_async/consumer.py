@@ -404,6 +404,12 @@ class Consumer(AsyncResource, Generic[M]):
         msgs, deliveries = await self._take(max_messages, max_wait, wait=True)
         return list(zip(msgs, deliveries, strict=True))
 
+    async def receive_batch(
+        self, max_messages: int, max_wait: float
+    ) -> tuple[list[M], list[Delivery]]:
+        """:meth:`receive_many` as two lists, messages and their deliveries (no pairs built)."""
+        return await self._take(max_messages, max_wait, wait=True)
+
     async def _take(self, n: int, max_wait: float, *, wait: bool
                     ) -> tuple[list[M], list[Delivery]]:
         # Messages count as in hand only once the batch is returned: until then a
@@ -488,10 +494,15 @@ class Consumer(AsyncResource, Generic[M]):
         """
         return await self._next()
 
-    def ack_nowait(self, delivery: Delivery) -> None:
-        """Mark ``delivery`` processed; it goes to the broker with the next batch of acks."""
-        self._release(delivery)
-        self._finished.append(delivery)
+    def ack_nowait(self, *deliveries: Delivery) -> None:
+        """Mark ``deliveries`` processed; they go to the broker with the next batch of acks."""
+        inflight, held = self._inflight, self._held
+        for d in deliveries:
+            if d is held:
+                self._held = held = None
+            else:
+                inflight.pop(id(d), None)
+        self._finished.extend(deliveries)
 
     async def nack(self, *deliveries: Delivery) -> None:
         """Hand deliveries (from :meth:`receive`, or :attr:`envelope`) back for prompt

@@ -71,8 +71,8 @@ class Metrics:
         self.lag = prom.Gauge(f"{p}consumer_lag", "Messages not yet consumed by the app's group",
                               ["app", "queue"], registry=r)
 
-    def consumed_ok(self, queue: str) -> None:
-        self.consumed.labels(self.app, queue, "success").inc()
+    def consumed_ok(self, queue: str, n: int = 1) -> None:
+        self.consumed.labels(self.app, queue, "success").inc(n)
 
     def consumed_fail(self, queue: str) -> None:
         self.consumed.labels(self.app, queue, "fail").inc()

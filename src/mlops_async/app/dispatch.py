@@ -215,19 +215,19 @@ class Dispatcher:
         assert consumer is not None and route.batch_size is not None
         while not self._draining:
             try:
-                taken = await consumer.receive_many(route.batch_size, route.batch_wait)
+                msgs, ds = await consumer.receive_batch(route.batch_size, route.batch_wait)
             except (DecodeError, MessageTooLarge) as exc:
                 bad = exc.delivery
                 assert isinstance(bad, Delivery)
                 await self._dead_letter(route, bad, exc, 1, "invalid")
                 await consumer.ack(bad)
                 continue
-            if not taken:
+            if not msgs:
                 return  # closed
             backoff.reset()
             self._batch_busy.add(route.name)
             try:
-                await self._handle_batch(route, [m for m, _ in taken], [d for _, d in taken])
+                await self._handle_batch(route, msgs, ds)
             finally:
                 self._batch_busy.discard(route.name)
 
