@@ -771,6 +771,7 @@ class _KafkaSubscription(Subscription):
                     self._done[tp] = set()
                 q.extend(r.offset for r in recs)
             topic, part = tp.topic, tp.partition
+            position = (tp, epoch)  # one per partition and fetch: ack() folds runs of it
             out.extend(
                 Delivery(
                     topic,
@@ -779,7 +780,7 @@ class _KafkaSubscription(Subscription):
                     r.value,
                     r.key,
                     tuple(r.headers) if r.headers else None,
-                    (tp, epoch),
+                    position,
                 )
                 for r in recs
             )
@@ -788,21 +789,45 @@ class _KafkaSubscription(Subscription):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if self.group is None or not deliveries:
             return
+        outstanding, done_sets = self._outstanding, self._done
+        # In-order acknowledgements (the usual case) leave the queue at once; the
+        # highest per partition is committed. Ownership is looked up once per run of
+        # one partition's fetch (they share one position tuple).
+        heads: dict[TopicPartition, int] = {}
+        last_pos: object = None
+        tp: Any = None
+        q: deque[int] | None = None
+        done: set[int] = set()
+        check = False
         for d in deliveries:
-            if not self.owns(d):
+            pos = d.position
+            if pos is not last_pos:
+                last_pos = pos
+                tp, fetched_in = pos
+                q = None
+                if fetched_in >= self._revoked_at.get(tp, 0):
+                    q = outstanding.get(tp)
+                    done = done_sets.get(tp, done)
+                    rewound = self._rewound.get(tp)
+                    check = rewound is not None and fetched_in < rewound[0]
+            if q is None or (check and not self.owns(d)):
                 continue  # its partition moved on: the new owner commits it
-            done = self._done.get(d.position[0])
-            if done is not None:
-                done.add(d.offset)  # type: ignore[arg-type]
-        await self._commit_done()
+            offset = d.offset
+            if q and offset == q[0] and not done:
+                q.popleft()
+                heads[tp] = offset
+            else:
+                done.add(offset)  # type: ignore[arg-type]
+        await self._commit_done(heads=heads)
 
-    async def _commit_done(self, only: set[TopicPartition] | None = None) -> None:
+    async def _commit_done(self, only: set[TopicPartition] | None = None,
+                           heads: dict[TopicPartition, int] | None = None) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, q in self._outstanding.items():
             if only is not None and tp not in only:
                 continue
             done = self._done[tp]
-            last = None
+            last = heads.get(tp) if heads else None
             while q and q[0] in done:
                 last = q.popleft()
                 done.discard(last)
