@@ -344,8 +344,11 @@ class Producer(AsyncResource, Generic[M]):
             raise BusUnavailable("broker unavailable (strict mode)")
         if self._spooling:
             await self._send_to_spool(value, topic, key, headers)
-        elif topic is None and key is None and headers is None and len(self._topics) == 1:
-            # The common case, kept short: one topic, no key, no headers.
+        elif key is None and headers is None and (
+            (topic is None and len(self._topics) == 1) or topic.__class__ is str
+        ):
+            # The common case, kept short: one topic (the producer's or a name), no key,
+            # no headers.
             size = len(value)
             count = self._count
             if (
@@ -355,7 +358,7 @@ class Producer(AsyncResource, Generic[M]):
             ):
                 await self._send_to_spool(value, topic, key, headers)  # went away meanwhile
             else:
-                self._buf.append(Record(self._topics[0], value))
+                self._buf.append(Record(self._topics[0] if topic is None else topic, value))
                 self._count += 1
                 self._bytes += size
                 self._queued += 1
