@@ -148,14 +148,20 @@ async def raw_consume(bootstrap: str, topic: str, n: int, mode: str) -> float:
     try:
         k = 0
         t0 = 0.0
-        if mode == "getmany":
+        kept: list[MLOpsMessage] = []  # "getmany_list": one fetch's messages, held
+        if mode in ("getmany", "getmany_list"):
             while k < n:
                 data = await c.getmany(timeout_ms=1000, max_records=1000)
+                if mode == "getmany_list":
+                    kept.clear()
                 for recs in data.values():
                     if k == 0 and recs:
                         t0 = time.perf_counter()
-                    for r in recs:
-                        dec.decode(r.value)
+                    if mode == "getmany_list":
+                        kept += [dec.decode(r.value) for r in recs]
+                    else:
+                        for r in recs:
+                            dec.decode(r.value)
                     k += len(recs)
                 if data:
                     await c.commit()
@@ -304,10 +310,13 @@ async def run(bootstrap: str, n: int, runs: int, backends: list[str]) -> dict[st
             consume.update({
                 "consume: library async for": (lib_consume, url, lib, "iter"),
                 "consume: library get_messages()": (lib_consume, url, lib, "poll"),
+                "consume: library batches()": (lib_consume, url, lib, "batches"),
                 "consume: raw aiokafka getmany + decode": (raw_consume, bootstrap, raw,
                                                            "getmany"),
                 "consume: raw aiokafka async for + decode": (raw_consume, bootstrap, raw,
                                                              "iter"),
+                "consume: raw aiokafka getmany + decode into a list": (
+                    raw_consume, bootstrap, raw, "getmany_list"),
             })
         if "confluent" in backends:
             lib = topics["produce: confluent library send() per message"]
@@ -335,6 +344,10 @@ async def run(bootstrap: str, n: int, runs: int, backends: list[str]) -> dict[st
             / med["consume: raw aiokafka getmany + decode"],
             "async_for_vs_raw_async_for": med["consume: library async for"]
             / med["consume: raw aiokafka async for + decode"],
+            "batches_vs_raw_getmany": med["consume: library batches()"]
+            / med["consume: raw aiokafka getmany + decode"],
+            "batches_vs_raw_getmany_into_list": med["consume: library batches()"]
+            / med["consume: raw aiokafka getmany + decode into a list"],
         })
         latency_ms["kafka"] = await latency(url)
     if "confluent" in backends:
