@@ -59,6 +59,8 @@ class Outcomes:
         self.schemas = schemas
         self.producers = producers  # by queue name
         self.hinted: set[str] = set()  # queues whose schema comes from a handler annotation
+        # handler -> queue -> (queue, schema, undeclared): _check_outputs' lookups, cached.
+        self._targets: dict[str, dict[str, tuple[Queue, Any, bool]]] = {}
         self.metrics = metrics
         self._sleep = sleep
         self._executor = executor
@@ -180,7 +182,11 @@ class Outcomes:
         if confirmation is not None:
             # The outputs are queued; the inputs are acknowledged once the broker
             # confirmed them, without holding a worker meanwhile.
-            await self._unconfirmed.acquire()
+            slots = self._unconfirmed
+            if slots.free > 0 and not slots.waiters:
+                slots.free -= 1  # Slots.acquire's fast path, without a coroutine
+            else:
+                await slots.acquire()
             if isinstance(confirmation, tuple):
                 producer, first, last = confirmation
                 self._awaiting[producer].append((last, first, route, ds, started))
@@ -280,17 +286,25 @@ class Outcomes:
                 f"got {type(result).__name__}"
             )
         out = []
+        known = self._targets.get(route.name)
+        if known is None:
+            known = self._targets[route.name] = {}
         for item in result:
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
                 raise OutputError(f"handler {route.name} returned {item!r}, not (queue, message)")
             qname, message = item
-            if qname not in route.outputs:
-                raise OutputError(
-                    f"handler {route.name} published to queue {qname!r}, which is not among "
-                    f"its outputs {list(route.outputs)}"
-                )
-            schema = self.schemas[qname]
-            undeclared = self.queues[qname].schema is None and qname not in self.hinted
+            target = known.get(qname)
+            if target is None:
+                if qname not in route.outputs:
+                    raise OutputError(
+                        f"handler {route.name} published to queue {qname!r}, which is not "
+                        f"among its outputs {list(route.outputs)}"
+                    )
+                # Looked up once per handler and queue (the schemas are fixed by now).
+                target = known[qname] = (
+                    self.queues[qname], self.schemas[qname],
+                    self.queues[qname].schema is None and qname not in self.hinted)
+            queue, schema, undeclared = target
             if undeclared and isinstance(message, msgspec.Struct | dict):
                 pass  # no schema declared for it: a Struct or a plain object goes as it is
             elif not isinstance(message, schema):
@@ -301,7 +315,7 @@ class Outcomes:
                         f"handler {route.name}: message for queue {qname!r} is not a valid "
                         f"{schema.__name__}: {exc}"
                     ) from None
-            out.append((self.queues[qname], message))
+            out.append((queue, message))
         return out
 
     async def _publish(
