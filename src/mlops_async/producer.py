@@ -389,6 +389,32 @@ class Producer(AsyncResource, Generic[M]):
         if flush:
             await self.flush()
 
+    def try_send(self, msg: M, topic: str, key: bytes | None = None) -> bool:
+        """Queue ``msg`` for ``topic`` now if that needs no wait; False if it was not queued.
+
+        For loops that queue many messages without a coroutine each (the
+        engine): True when the message is in the buffer, as after ``send``;
+        False when ``send`` must be awaited instead (not started, buffer full,
+        an outage, the spool, tracing on). Raises what ``send`` raises for a
+        bad message (:class:`EncodeError`, :class:`MessageTooLarge`).
+        """
+        if (self._sender is None or self._closing or self._spooling
+                or self._trace is not None or (self.strict and self._outage.active)):
+            return False
+        value = self._codec.encode(msg)
+        size = len(value)
+        count = self._count
+        if count and (count >= self._max_count or self._bytes + size > self._max_bytes):
+            return False
+        self._buf.append(Record(topic, value, key))
+        self._count = count + 1
+        self._bytes += size
+        self._queued += 1
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        return True
+
     async def _send_to_spool(self, value: bytes, topic: str | Sequence[str] | None,
                              key: str | bytes | None, headers: HeadersIn) -> None:
         """Accept a message during an outage: on disk in the spool before this returns."""
@@ -605,6 +631,11 @@ class Producer(AsyncResource, Generic[M]):
     def sequence(self) -> int:
         """How many records were queued so far (a position for :meth:`confirmed`)."""
         return self._queued
+
+    @property
+    def settled(self) -> int:
+        """How many records were settled (confirmed or refused), in queue order."""
+        return self._settled
 
     def confirmed(self, first: int, last: int) -> asyncio.Future[None]:
         """A future that resolves once records ``first..last`` (sequence numbers) are settled.

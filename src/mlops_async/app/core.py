@@ -284,7 +284,9 @@ class App:
         self._outcomes.track(self._producers.values())
         self._dispatch = Dispatcher(
             self.name, self.max_concurrency, handle=self._outcomes.handle,
-            handle_batch=self._outcomes.handle_batch, dead_letter=self._outcomes.dead_letter,
+            handle_batch=self._outcomes.handle_batch,
+            handle_run=None if self._outcomes.tracing is not None else self._outcomes.handle_run,
+            dead_letter=self._outcomes.dead_letter,
             fail=self._fail, sleep=self._sleep, metrics=self.metrics,
         )
         self._dispatch.start(self._routes)

@@ -21,14 +21,18 @@ from ..errors import BusError, DecodeError, MessageTooLarge
 from ..metrics import Metrics
 from .route import Route
 
-__all__ = ["PUMP_MAX_RESTARTS", "Dispatcher", "Slots"]
+__all__ = ["PUMP_MAX_RESTARTS", "RUN", "Dispatcher", "Slots"]
 
 log = logging.getLogger("mlops_async.app")
 
 #: Consecutive failures after which a pump gives up and stops the app.
 PUMP_MAX_RESTARTS = 5
 
+#: At most this many inputs a worker takes at once (a run: see Outcomes.handle_run).
+RUN = 64
+
 Handle = Callable[[Route, Any, Delivery], Awaitable[None]]
+HandleRun = Callable[[list[tuple[Route, Any, Delivery]]], Awaitable[None]]
 HandleBatch = Callable[[Route, list[Any], list[Delivery]], Awaitable[None]]
 DeadLetter = Callable[[Route, Delivery, BaseException, int, str], Awaitable[None]]
 
@@ -66,6 +70,13 @@ class Slots:
                 return
         self.free += 1
 
+    def release_many(self, n: int) -> None:
+        if not self.waiters:
+            self.free += n
+            return
+        for _ in range(n):
+            self.release()
+
 
 class _Worker:
     """One of ``max_concurrency`` coroutines that run handlers, fed by the pumps."""
@@ -75,7 +86,7 @@ class _Worker:
     def __init__(self) -> None:
         self.queue: deque[tuple[Route, Any, Delivery]] = deque()
         self.wake = asyncio.Event()
-        self.busy = False
+        self.busy = 0  # inputs taken and not finished
         self.task: asyncio.Task[None] | None = None
 
 
@@ -89,6 +100,7 @@ class Dispatcher:
         *,
         handle: Handle,
         handle_batch: HandleBatch,
+        handle_run: HandleRun | None = None,
         dead_letter: DeadLetter,
         fail: Callable[[BaseException, str], None],
         sleep: Callable[[float], Awaitable[Any]],
@@ -97,6 +109,9 @@ class Dispatcher:
         self.app = app
         self._handle = handle
         self._handle_batch = handle_batch
+        # Workers take runs of inputs (one settle per run) unless the caller needs
+        # each input on its own (tracing: a span per input).
+        self._handle_run = handle_run
         self._batch_busy: set[str] = set()  # batch handlers running a batch right now
         self._draining = False
         self._dead_letter = dead_letter
@@ -109,6 +124,7 @@ class Dispatcher:
         self._workers = [_Worker() for _ in range(max_concurrency)]
         self._shared: deque[tuple[Route, Any, Delivery]] = deque()  # keyless messages
         self._idle: list[_Worker] = []
+        self._share = 1  # how many keyless inputs a worker takes at once (set by the pumps)
         self._routes: list[Route] = []
 
     def start(self, routes: list[Route]) -> None:
@@ -184,30 +200,37 @@ class Dispatcher:
     async def _feed(self, route: Route, backoff: Backoff) -> None:
         consumer = route.consumer
         assert consumer is not None
-        workers = self._workers
+        workers, shared, idle, sem = self._workers, self._shared, self._idle, self._sem
         n = len(workers)
         while True:
             try:
-                msg, d = await consumer.receive()
+                # What is buffered, at once: one call and no wait per message.
+                msgs, ds = await consumer.receive_batch(RUN, 0.0)
             except (DecodeError, MessageTooLarge) as exc:
                 bad = exc.delivery
                 assert isinstance(bad, Delivery)
                 await self._dead_letter(route, bad, exc, 1, "invalid")
                 await consumer.ack(bad)
                 continue
-            except StopAsyncIteration:
-                return
+            if not ds:
+                return  # closed
             backoff.reset()
-            await self._sem.acquire()
-            if d.key is not None:
-                # Same key, same worker: handled one after another, in arrival order.
-                w = workers[hash(d.key) % n]
-                w.queue.append((route, msg, d))
-                w.wake.set()
-            else:
-                self._shared.append((route, msg, d))
-                if self._idle:
-                    self._idle.pop().wake.set()
+            for msg, d in zip(msgs, ds, strict=True):
+                if sem.free > 0 and not sem.waiters:
+                    sem.free -= 1  # Slots.acquire's fast path, without a coroutine
+                else:
+                    await sem.acquire()
+                if d.key is not None:
+                    # Same key, same worker: handled one after another, in arrival order.
+                    w = workers[hash(d.key) % n]
+                    w.queue.append((route, msg, d))
+                    w.wake.set()
+                else:
+                    shared.append((route, msg, d))
+                    if idle:
+                        idle.pop().wake.set()
+            # Each worker's share of the keyless inputs waiting now, taken as one run.
+            self._share = min(RUN, max(1, -(-len(shared) // n)))
 
     async def _feed_batches(self, route: Route, backoff: Backoff) -> None:
         """A batch handler's pump: take a batch, run it, then take the next (in order)."""
@@ -236,7 +259,30 @@ class Dispatcher:
     async def _work(self, w: _Worker) -> None:
         """Run handlers: this worker's keyed messages first, then any keyless one."""
         queue, shared, idle = w.queue, self._shared, self._idle
+        handle_run = self._handle_run
         while True:
+            if handle_run is not None and (queue or shared):
+                # A run: this worker's keyed inputs, or its share of the keyless ones
+                # (so the other workers get theirs and concurrency stays as it was).
+                if queue:
+                    k = min(len(queue), RUN)
+                    items = [queue.popleft() for _ in range(k)]
+                else:
+                    k = min(len(shared), self._share)
+                    items = [shared.popleft() for _ in range(k)]
+                w.busy = k
+                try:
+                    await handle_run(items)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Unsettled inputs stay unacknowledged (delivered again), never dropped.
+                    items[0][0].last_error = "handling failed; see the log"
+                    log.exception("app %s: handling a run of %d input(s) failed", self.app, k)
+                finally:
+                    w.busy = 0
+                    self._sem.release_many(k)
+                continue
             if queue:
                 route, msg, d = queue.popleft()
             elif shared:
@@ -248,7 +294,7 @@ class Dispatcher:
                 if w in idle:  # woken for a keyed message, not popped by the pump
                     idle.remove(w)
                 continue
-            w.busy = True
+            w.busy = 1
             try:
                 await self._handle(route, msg, d)
             except asyncio.CancelledError:
@@ -258,5 +304,5 @@ class Dispatcher:
                 route.last_error = "handling failed; see the log"
                 log.exception("app %s: handling %s failed", self.app, d.where())
             finally:
-                w.busy = False
+                w.busy = 0
                 self._sem.release()

@@ -1,0 +1,172 @@
+"""Per-message handlers are run in runs (Outcomes.handle_run): what must not change."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from mlops_async import DeadLetter, Reject
+from mlops_async.app import outcome
+from mlops_async.backends.memory import MemoryBackend
+from mlops_async.codec import Codec
+
+from .models import Alert, Feature, RawEvent
+from .test_app import read, send, typed_app, wait_for
+
+
+def bus() -> str:
+    return f"memory://runs-{uuid.uuid4().hex[:8]}"
+
+
+async def test_keyless_inputs_still_run_concurrently() -> None:
+    """Workers take runs of the waiting inputs, not all of them: max_concurrency holds."""
+    url = bus()
+    app = typed_app(url, max_concurrency=8)
+    in_flight = peak = done = 0
+    gate = asyncio.Event()
+
+    @app.handler(input="raw", outputs=[])
+    async def handler(e: RawEvent) -> None:
+        nonlocal in_flight, peak, done
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if peak >= 8:
+            gate.set()
+        await asyncio.wait_for(gate.wait(), 10)
+        in_flight -= 1
+        done += 1
+
+    async with app:
+        await send(url, "raw", [RawEvent("a", 1, i) for i in range(64)])
+        await wait_for(lambda: done == 64)
+    assert peak == 8
+
+
+async def test_a_failing_input_leaves_the_rest_of_its_run_alone() -> None:
+    url = bus()
+    app = typed_app(url)
+    calls: dict[int, int] = {}
+
+    @app.handler(input="raw", outputs=["features"], retries=1, backoff=0.01)
+    async def handler(e: RawEvent) -> list[tuple[str, Feature]]:
+        calls[e.seq] = calls.get(e.seq, 0) + 1
+        if e.seq == 17:
+            raise ValueError("poison")
+        return [("features", Feature(e.user, e.value * 2, e.seq))]
+
+    async with app:
+        await send(url, "raw", [RawEvent("a", 1, i) for i in range(50)])
+        out = await read(url, "features", Feature, 49)
+        letters = await read(url, "raw.dlq", DeadLetter, 1)
+    assert sorted(f.seq for f in out) == [i for i in range(50) if i != 17]
+    assert calls[17] == 2  # the first attempt and one retry, counted as before
+    assert all(n == 1 for seq, n in calls.items() if seq != 17)
+    assert len(letters) == 1 and letters[0].error_type == "ValueError"
+    assert letters[0].attempts == 2
+    # Every input was acknowledged: the same group reads nothing more.
+    seen: list[int] = []
+    app2 = typed_app(url)
+
+    @app2.handler(input="raw", outputs=[])
+    async def again(e: RawEvent) -> None:
+        seen.append(e.seq)
+
+    async with app2:
+        await asyncio.sleep(0.3)
+    assert seen == []
+
+
+async def test_mixed_outcomes_in_one_run_are_all_published_and_acknowledged() -> None:
+    """None, one output, two outputs, Ack and Reject side by side, one key (one run)."""
+    url = bus()
+    app = typed_app(url)
+
+    @app.handler(input="raw", outputs=["features", "alerts"])
+    async def handler(e: RawEvent) -> Any:
+        kind = e.seq % 4
+        if kind == 0:
+            return None
+        if kind == 1:
+            return [("features", Feature(e.user, 1, e.seq))]
+        if kind == 2:
+            return [("features", Feature(e.user, 2, e.seq)), ("alerts", Alert(e.user, "x"))]
+        if e.seq == 3:
+            raise Reject("no")
+        return [("features", {"user": e.user, "doubled": 3, "seq": e.seq})]  # a dict
+
+    async with app:
+        await send(url, "raw", [RawEvent("k", 1, i) for i in range(40)], key=lambda e: e.user)
+        features = await read(url, "features", Feature, 29)
+        alerts = await read(url, "alerts", Alert, 10)
+        letters = await read(url, "raw.dlq", DeadLetter, 1)
+    assert sorted(f.seq for f in features) == sorted(
+        [i for i in range(40) if i % 4 in (1, 2)] + [i for i in range(40) if i % 4 == 3 and i != 3])
+    assert len(alerts) == 10
+    assert [d.error_type for d in letters] == ["Reject"]
+    assert app._outcomes is not None
+    assert app._outcomes.processed == 39 and app._outcomes.failed == 1
+
+
+async def test_finished_inputs_are_acknowledged_while_a_slow_one_runs() -> None:
+    """One key, one run: inputs before a slow one do not wait for it to be acknowledged."""
+    url = bus()
+    app = typed_app(url)
+    gate = asyncio.Event()
+
+    @app.handler(input="raw", outputs=["features"])
+    async def handler(e: RawEvent) -> list[tuple[str, Feature]]:
+        if e.seq == 10:
+            await gate.wait()
+        else:
+            await asyncio.sleep(0.003)  # ten of these outlast outcome.RUN_SETTLE
+        return [("features", Feature(e.user, 1, e.seq))]
+
+    assert outcome.RUN_SETTLE < 0.03
+    async with app:
+        await send(url, "raw", [RawEvent("k", 1, i) for i in range(11)], key=lambda e: e.user)
+        assert app._outcomes is not None
+        outcomes = app._outcomes
+        await wait_for(lambda: outcomes.processed == 10)
+        gate.set()
+        await wait_for(lambda: outcomes.processed == 11)
+
+
+async def test_a_refused_output_loses_no_input_of_its_run() -> None:
+    """The broker refuses a batch holding one run's outputs: each input of the run is
+    either published or dead-lettered with the reason, none is acknowledged unseen."""
+    url = bus()
+    app = typed_app(url)
+
+    @app.handler(input="raw", outputs=["features"])
+    async def handler(e: RawEvent) -> list[tuple[str, Feature]]:
+        return [("features", Feature("refuse-me" if e.seq == 5 else e.user, 1, e.seq))]
+
+    codec: Codec[Feature] = Codec(Feature)
+    original = MemoryBackend.publish
+
+    async def publish(self: MemoryBackend, records: Any) -> None:
+        if any(r.topic == "features" and codec.decode(r.value).user == "refuse-me"
+               for r in records):
+            raise PermissionError("topic refuses this record")
+        await original(self, records)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MemoryBackend, "publish", publish)
+        async with app:
+            await send(url, "raw", [RawEvent("k", 1, i) for i in range(12)],
+                       key=lambda e: e.user)
+            codec_in: Codec[RawEvent] = Codec(RawEvent)
+            dead: set[int] = set()
+            published: set[int] = set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while len(dead | published) < 12 and loop.time() < deadline:
+                letters = await read(url, "raw.dlq", DeadLetter, 12, timeout=0.3)
+                dead = {codec_in.decode(d.original).seq for d in letters}
+                published = {f.seq for f in await read(url, "features", Feature, 12,
+                                                      timeout=0.3)}
+    assert 5 in dead and {d.error_type for d in letters} == {"PublishError"}
+    assert dead | published == set(range(12))
