@@ -39,8 +39,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
@@ -51,6 +51,7 @@ from redis import exceptions as rex
 from ..endpoint import redact, split_url
 from ..errors import (
     AuthenticationError,
+    BusClosed,
     BusError,
     BusUnavailable,
     ConfigurationError,
@@ -75,6 +76,7 @@ from .base import (
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("mlops_async.redis")
+T = TypeVar("T")
 
 
 # One script call adds a whole batch to a stream: a single command and a one-integer
@@ -259,6 +261,35 @@ class RedisBackend(Backend):
         except Exception as exc:
             _raise(exc, what)
 
+    async def _connection(self) -> AbstractConnection:
+        """A connected connection from the pool (give it back with ``_pool.release``)."""
+        get: Any = self._pool.get_connection  # untyped in redis-py
+        conn: AbstractConnection = await get()
+        return conn
+
+    async def _execute_packed(self, commands: list[bytes]) -> list[Any]:
+        """Commands packed by the caller (``_pack``), pipelined on one pooled connection.
+
+        redis-py's generic packing re-encodes and re-joins every argument; acks of
+        a thousand ids, already bytes, are packed here at a fraction of that cost.
+        """
+        pool = self._pool
+        conn = await self._connection()
+        try:
+            await conn.send_packed_command(
+                commands[0] if len(commands) == 1 else b"".join(commands))
+            replies: list[Any] = []
+            try:
+                for _ in commands:
+                    replies.append(await conn.read_response())
+            except rex.ResponseError:
+                # An error reply leaves the later replies unread: never reuse the connection.
+                await conn.disconnect()
+                raise
+            return replies
+        finally:
+            await pool.release(conn)
+
     # -- publishing -----------------------------------------------------------
 
     async def publish(self, records: Sequence[Record]) -> None:
@@ -335,17 +366,25 @@ class RedisBackend(Backend):
         comes out with ``fault`` set and every field kept in ``raw``.
         """
         topic = self.topic_of(key)
-        out = []
+        out: list[Delivery] = []
+        append = out.append
         for entry_id, fields in entries:
-            if fields is None:  # entry deleted (trimmed) while pending
-                continue
-            eid = entry_id.decode()
             # position keeps the id as bytes: XACK takes it without re-encoding.
-            if isinstance(fields, list) and len(fields) == 2 and fields[0] == b"v":
-                # The common case: just the value.
-                out.append(Delivery(topic, 0, eid, fields[1], None, None, (key, entry_id)))
+            # The two layouts this library writes come first, as the parser built
+            # them: [b"v", value] and [b"v", value, b"k", key].
+            if fields.__class__ is list:
+                n = len(fields)
+                if n == 2 and fields[0] == b"v":
+                    append(Delivery(topic, 0, entry_id.decode(), fields[1], None, None,
+                                    (key, entry_id)))
+                    continue
+                if n == 4 and fields[0] == b"v" and fields[2] == b"k":
+                    append(Delivery(topic, 0, entry_id.decode(), fields[1], fields[3], None,
+                                    (key, entry_id)))
+                    continue
+            elif fields is None:  # entry deleted (trimmed) while pending
                 continue
-            out.append(_envelope(topic, eid, fields, (key, entry_id)))
+            append(_envelope(topic, entry_id.decode(), fields, (key, entry_id)))
         return out
 
     # -- admin ----------------------------------------------------------------
@@ -465,7 +504,7 @@ class _BroadcastSubscription(_RedisSubscription):
 
 
 class _GroupSubscription(_RedisSubscription):
-    cheap_ack = True  # XACK rides in the same pipeline as the next XREADGROUP
+    cheap_ack = True  # an XACK round trip overlaps the read-ahead in flight
     counts_deliveries = True  # re-read and claimed entries carry XPENDING's count
 
     def __init__(self, backend: RedisBackend, keys: list[str], group: str, name: str) -> None:
@@ -478,26 +517,139 @@ class _GroupSubscription(_RedisSubscription):
         # Entry ids handed to the Consumer and not yet acked or nacked: re-reading this
         # name's pending entries (after a lost reply) must not hand them out twice.
         self._handed: set[bytes] = set()
+        self._group_b = group.encode()
+        keys_b = [k.encode() for k in keys]
+        self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, name.encode(), b"COUNT")
+        self._read_tail = (b"STREAMS", *keys_b, *([b">"] * len(keys)))
+        # XREADGROUP runs on a connection of its own, taken from the pool at the first
+        # read and held until close: at most one read in flight (``_ahead``), started
+        # when a batch is handed out so that the server's work and the round trip
+        # overlap with the Consumer's decoding of that batch.
+        self._conn: AbstractConnection | None = None
+        self._ahead: asyncio.Task[list[Delivery]] | None = None
+        # What a read brought beyond the caller's max_records (read, not handed out).
+        self._spill: list[Delivery] = []
+        self._fetching = asyncio.Lock()  # one fetch at a time: one taker per reply
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
+        if self._closed:
+            raise BusClosed("subscription is closed")
+        async with self._fetching:
+            if self._closed:  # closed while this call waited for another one
+                return []
+            return await self._fetch(max_records, timeout)
 
     async def _fetch(self, max_records: int, timeout: float) -> list[Delivery]:
-        be = self.backend
-        redis = be._client()
-        loop = asyncio.get_running_loop()
         if self._own_pending:
-            out = await self._reread_pending(max_records)
+            # A reply may have been lost: whatever was read and not handed out is
+            # pending on this name, and is read again from the pending list.
+            await self._drop_ahead()
+            out = await self._lost_reply_guard(self._reread_pending(max_records))
             if out:
-                return self._hand(await self._screen(out))
+                return self._hand(await self._lost_reply_guard(self._screen(out)))
             self._own_pending = False
+        if self._spill:
+            batch, self._spill = self._spill[:max_records], self._spill[max_records:]
+            return self._hand(batch)
+        loop = asyncio.get_running_loop()
         if loop.time() >= self._next_claim:
-            self._next_claim = loop.time() + be.claim_interval
-            claimed = await self._claim(max_records)
+            self._next_claim = loop.time() + self.backend.claim_interval
+            claimed = await self._lost_reply_guard(self._claim(max_records))
             if claimed:
                 return self._hand(claimed)
-        reply = await be._run("read", redis.xreadgroup(
-            self.group, self.name, dict.fromkeys(self.keys, ">"), count=max_records,
-            block=be.block_ms(timeout)))
-        return self._hand(
-            [d for key, entries in _streams(reply) for d in be._deliveries(key, entries)])
+        return await self._read(max_records, timeout)
+
+    async def _lost_reply_guard(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except (BusUnavailable, asyncio.CancelledError):
+            self._reread_own()
+            raise
+
+    def _reread_own(self) -> None:
+        # A reply lost with the connection (or to a cancellation) leaves entries
+        # pending on this name: read them again first, at the next fetch.
+        self._own_pending = True
+
+    async def _read(self, max_records: int, timeout: float) -> list[Delivery]:
+        """New entries: the read already in flight if there is one, else a fresh one."""
+        task = self._ahead
+        fresh = task is None
+        if task is None:
+            task = await self._start_read(max_records, timeout)
+            if self._closed:  # closed while the read was being sent
+                task.cancel()
+        elif not task.done():
+            # Sent at the last fetch, maybe with a longer BLOCK: wait at most timeout
+            # for it; it stays in flight for the next call otherwise.
+            await asyncio.wait((task,), timeout=timeout)
+            if not task.done():
+                return []
+        me = asyncio.current_task()
+        cancels = me.cancelling() if me is not None else 0
+        try:
+            # Shielded: a cancelled caller leaves the read running, and its reply
+            # is taken by the next fetch (no connection dropped, nothing re-read).
+            batch = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the read itself was stopped (close): reply lost
+                self._ahead = None
+                self._reread_own()
+                if self._closed and (me is None or me.cancelling() <= cancels):
+                    return []
+            raise
+        except BaseException:
+            self._ahead = None
+            self._reread_own()
+            raise
+        self._ahead = None
+        if not batch and not fresh:
+            # An earlier read that found nothing: read now, waiting up to timeout.
+            return await self._read(max_records, timeout)
+        if len(batch) > max_records:  # a read-ahead sized by an earlier, larger call
+            batch, self._spill = batch[:max_records], batch[max_records:]
+        if batch and not self._closed:
+            # The next read goes out now, before this batch is used: the server
+            # serves it while the Consumer decodes this one.
+            try:
+                await self._start_read(max_records, timeout)
+            except BusUnavailable:
+                pass  # raised by the next fetch, after it re-read the pending list
+            # A cancellation propagates before this batch is handed out: it is
+            # read again from the pending list, like the reply of that read.
+        return self._hand(batch)
+
+    async def _start_read(self, count: int, timeout: float) -> asyncio.Task[list[Delivery]]:
+        """Send an XREADGROUP on the reader's connection; its reply is read by a task."""
+        be = self.backend
+        command = _pack(*self._read_head, b"%d" % count, b"BLOCK", b"%d" % be.block_ms(timeout),
+                        *self._read_tail)
+        try:
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = await be._call("read", be._connection())
+            await be._call("read", conn.send_packed_command(command))
+        except (BusUnavailable, asyncio.CancelledError):
+            self._reread_own()  # the command may have reached the server
+            raise
+        task = asyncio.get_running_loop().create_task(
+            self._reply(conn), name="mlops_async.redis.read")
+        task.add_done_callback(_retrieve)
+        self._ahead = task
+        return task
+
+    async def _reply(self, conn: AbstractConnection) -> list[Delivery]:
+        be = self.backend
+        reply = await be._run("read", conn.read_response())
+        return [d for key, entries in _streams(reply) for d in be._deliveries(key, entries)]
+
+    async def _drop_ahead(self) -> None:
+        """Stop the read in flight; what it read stays pending on this name."""
+        self._spill = []
+        task, self._ahead = self._ahead, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait((task,))
 
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
         self._handed.update([d.position[1] for d in deliveries])
@@ -526,39 +678,6 @@ class _GroupSubscription(_RedisSubscription):
                 last = info[-1]["message_id"]
                 start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
         return out
-
-    async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
-        try:
-            return await self._fetch(max_records, timeout)
-        except (BusUnavailable, asyncio.CancelledError):
-            self._reread_own()
-            raise
-
-    def _reread_own(self) -> None:
-        # A reply lost with the connection (or to a cancellation) leaves entries
-        # pending on this name: read them again first, at the next fetch.
-        self._own_pending = True
-
-    async def ack_and_fetch(
-        self, deliveries: Sequence[Delivery], max_records: int, timeout: float
-    ) -> list[Delivery]:
-        loop = asyncio.get_running_loop()
-        if not deliveries or self._own_pending or loop.time() >= self._next_claim:
-            return await super().ack_and_fetch(deliveries, max_records, timeout)
-        # Steady state: acknowledge the last batch and read the next in one round trip.
-        self._handed.difference_update([d.position[1] for d in deliveries])
-        be = self.backend
-        pipe = be._client().pipeline(transaction=False)
-        self._queue_acks(pipe, deliveries)
-        pipe.xreadgroup(self.group, self.name, dict.fromkeys(self.keys, ">"), count=max_records,
-                        block=be.block_ms(timeout))
-        try:
-            results = await be._run("ack and read", pipe.execute())
-        except (BusUnavailable, asyncio.CancelledError):
-            self._reread_own()
-            raise
-        return self._hand(
-            [d for key, entries in _streams(results[-1]) for d in be._deliveries(key, entries)])
 
     async def _claim(self, max_records: int) -> list[Delivery]:
         """Take over entries other consumers left pending past ``claim_idle_ms``."""
@@ -605,10 +724,13 @@ class _GroupSubscription(_RedisSubscription):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        self._handed.difference_update([d.position[1] for d in deliveries])
-        pipe = self.backend._client().pipeline(transaction=False)
-        self._queue_acks(pipe, deliveries)
-        await self.backend._run("ack", pipe.execute())
+        by_key = _ids_by_key(deliveries)
+        commands = [_pack_xack(key, self._group_b, ids) for key, ids in by_key.items()]
+        await self.backend._run("ack", self.backend._execute_packed(commands))
+        # Only now: an entry whose XACK failed is still held, never re-read meanwhile.
+        handed = self._handed
+        for ids in by_key.values():
+            handed.difference_update(ids)
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark the entries idle so any member claims them at its next claim pass, and
@@ -626,24 +748,22 @@ class _GroupSubscription(_RedisSubscription):
             self._handed.difference_update(ids)
         self._next_claim = 0.0  # the next fetch claims them back (or another member does)
 
-    def _queue_acks(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
-        by_key: dict[Any, list[bytes]] = {}
-        for d in deliveries:
-            key, eid = d.position
-            ids = by_key.get(key)
-            if ids is None:
-                ids = by_key[key] = []
-            ids.append(eid)
-        for key, ids in by_key.items():
-            pipe.xack(key, self.group, *ids)
-
     async def close(self) -> None:
         if self._closed:
             return
         await super().close()
+        be = self.backend
+        # The read in flight first: what it read is pending, and handed back below.
+        # A fetch waiting for that read returns [] once it is cancelled.
+        if self._ahead is not None:
+            self._ahead.cancel()
+        async with self._fetching:
+            await self._drop_ahead()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await be._pool.release(conn)
         # Hand unfinished entries back now rather than after claim_idle_ms: mark
         # them idle for that long (JUSTID keeps their delivery counts).
-        be = self.backend
         try:
             redis = be._client()
             for key in self.keys:
@@ -657,6 +777,43 @@ class _GroupSubscription(_RedisSubscription):
                     await redis.xgroup_delconsumer(key, self.group, self.name)
         except Exception as exc:  # best effort: a claim after claim_idle_ms still works
             log.debug("releasing pending entries on close: %r", exc)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a read's failure as seen: the fetch that takes the read re-raises it, and a
+    read nobody takes any more (closed, dropped) logs nothing at garbage collection."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _ids_by_key(deliveries: Sequence[Delivery]) -> dict[bytes, list[bytes]]:
+    """Entry ids per stream key (as bytes), in order."""
+    first = deliveries[0].position[0]
+    ids = [d.position[1] for d in deliveries]
+    if all(d.position[0] == first for d in deliveries):  # one stream: the common case
+        return {first.encode() if isinstance(first, str) else first: ids}
+    by_key: dict[bytes, list[bytes]] = {}
+    for d in deliveries:
+        key, eid = d.position
+        by_key.setdefault(key.encode() if isinstance(key, str) else key, []).append(eid)
+    return by_key
+
+
+def _pack(*args: bytes) -> bytes:
+    """One command in the Redis protocol (RESP), from arguments that are bytes already."""
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
+
+
+def _pack_xack(key: bytes, group: bytes, ids: list[bytes]) -> bytes:
+    """``XACK key group id...``: ids of one batch mostly have one length, so they are
+    joined in one go under one ``$<len>`` header rather than formatted one by one."""
+    head = b"*%d\r\n$4\r\nXACK\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(ids) + 3, len(key), key, len(group), group)
+    lengths = set(map(len, ids))
+    if len(lengths) == 1:
+        size = b"$%d\r\n" % lengths.pop()
+        return b"".join((head, size, (b"\r\n" + size).join(ids), b"\r\n"))
+    return head + b"".join([b"$%d\r\n%s\r\n" % (len(i), i) for i in ids])
 
 
 def _envelope(topic: str, eid: str, fields: Any, position: Any) -> Delivery:
