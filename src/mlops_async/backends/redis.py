@@ -40,6 +40,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
+from itertools import groupby
 from typing import Any, NoReturn, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -273,22 +274,11 @@ class RedisBackend(Backend):
         redis-py's generic packing re-encodes and re-joins every argument; acks of
         a thousand ids, already bytes, are packed here at a fraction of that cost.
         """
-        pool = self._pool
         conn = await self._connection()
         try:
-            await conn.send_packed_command(
-                commands[0] if len(commands) == 1 else b"".join(commands))
-            replies: list[Any] = []
-            try:
-                for _ in commands:
-                    replies.append(await conn.read_response())
-            except rex.ResponseError:
-                # An error reply leaves the later replies unread: never reuse the connection.
-                await conn.disconnect()
-                raise
-            return replies
+            return await _send_packed(conn, commands)
         finally:
-            await pool.release(conn)
+            await self._pool.release(conn)
 
     # -- publishing -----------------------------------------------------------
 
@@ -364,27 +354,30 @@ class RedisBackend(Backend):
 
         Never raises on entry content: an entry whose fields are not ours
         comes out with ``fault`` set and every field kept in ``raw``.
+        ``position`` is the entry id as bytes (XACK takes it as it is); the
+        stream key follows from ``topic``.
         """
         topic = self.topic_of(key)
+        # What send() writes without key or headers, as the parser built it: [b"v", value].
+        plain = [Delivery(topic, 0, eid.decode(), fields[1], None, None, eid)
+                 for eid, fields in entries
+                 if fields.__class__ is list and len(fields) == 2 and fields[0] == b"v"]
+        if len(plain) == len(entries):
+            return plain
         out: list[Delivery] = []
         append = out.append
-        for entry_id, fields in entries:
-            # position keeps the id as bytes: XACK takes it without re-encoding.
-            # The two layouts this library writes come first, as the parser built
-            # them: [b"v", value] and [b"v", value, b"k", key].
+        for eid, fields in entries:
             if fields.__class__ is list:
                 n = len(fields)
                 if n == 2 and fields[0] == b"v":
-                    append(Delivery(topic, 0, entry_id.decode(), fields[1], None, None,
-                                    (key, entry_id)))
+                    append(Delivery(topic, 0, eid.decode(), fields[1], None, None, eid))
                     continue
-                if n == 4 and fields[0] == b"v" and fields[2] == b"k":
-                    append(Delivery(topic, 0, entry_id.decode(), fields[1], fields[3], None,
-                                    (key, entry_id)))
+                if n == 4 and fields[0] == b"v" and fields[2] == b"k":  # with a key
+                    append(Delivery(topic, 0, eid.decode(), fields[1], fields[3], None, eid))
                     continue
             elif fields is None:  # entry deleted (trimmed) while pending
                 continue
-            append(_envelope(topic, entry_id.decode(), fields, (key, entry_id)))
+            append(_envelope(topic, eid.decode(), fields, eid))
         return out
 
     # -- admin ----------------------------------------------------------------
@@ -519,6 +512,7 @@ class _GroupSubscription(_RedisSubscription):
         self._handed: set[bytes] = set()
         self._group_b = group.encode()
         keys_b = [k.encode() for k in keys]
+        self._key_of = {backend.topic_of(k): kb for k, kb in zip(keys, keys_b, strict=True)}
         self._read_head = (b"XREADGROUP", b"GROUP", self._group_b, name.encode(), b"COUNT")
         self._read_tail = (b"STREAMS", *keys_b, *([b">"] * len(keys)))
         # XREADGROUP runs on a connection of its own, taken from the pool at the first
@@ -530,6 +524,8 @@ class _GroupSubscription(_RedisSubscription):
         # What a read brought beyond the caller's max_records (read, not handed out).
         self._spill: list[Delivery] = []
         self._fetching = asyncio.Lock()  # one fetch at a time: one taker per reply
+        self._ack_conn: AbstractConnection | None = None
+        self._acking = asyncio.Lock()
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         if self._closed:
@@ -615,8 +611,11 @@ class _GroupSubscription(_RedisSubscription):
                 await self._start_read(max_records, timeout)
             except BusUnavailable:
                 pass  # raised by the next fetch, after it re-read the pending list
-            # A cancellation propagates before this batch is handed out: it is
-            # read again from the pending list, like the reply of that read.
+            except asyncio.CancelledError:
+                # Not handed out: the next fetch hands it out, or re-reads it from
+                # the pending list if the read's reply may be lost.
+                self._spill[:0] = batch
+                raise
         return self._hand(batch)
 
     async def _start_read(self, count: int, timeout: float) -> asyncio.Task[list[Delivery]]:
@@ -624,18 +623,28 @@ class _GroupSubscription(_RedisSubscription):
         be = self.backend
         command = _pack(*self._read_head, b"%d" % count, b"BLOCK", b"%d" % be.block_ms(timeout),
                         *self._read_tail)
+        me = asyncio.current_task()
+        cancels = me.cancelling() if me is not None else 0
         try:
             conn = self._conn
             if conn is None:
-                conn = self._conn = await be._call("read", be._connection())
-            await be._call("read", conn.send_packed_command(command))
-        except (BusUnavailable, asyncio.CancelledError):
-            self._reread_own()  # the command may have reached the server
+                conn = self._conn = await be._connection()
+            await conn.send_packed_command(command)
+        except BaseException as exc:
+            # redis-py dropped the connection; the command may have reached the server.
+            self._reread_own()
+            if isinstance(exc, Exception):
+                _raise(exc, "read")
             raise
+        # From here on the reply belongs to this task, whatever happens to the caller.
         task = asyncio.get_running_loop().create_task(
             self._reply(conn), name="mlops_async.redis.read")
         task.add_done_callback(_retrieve)
         self._ahead = task
+        if me is not None and me.cancelling() > cancels:
+            # Swallowed by redis-py's wait_for (CPython 3.11): let it through; the
+            # read goes on, and the next fetch takes its reply.
+            raise asyncio.CancelledError
         return task
 
     async def _reply(self, conn: AbstractConnection) -> list[Delivery]:
@@ -652,7 +661,7 @@ class _GroupSubscription(_RedisSubscription):
             await asyncio.wait((task,))
 
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
-        self._handed.update([d.position[1] for d in deliveries])
+        self._handed.update([d.position for d in deliveries])
         return deliveries
 
     async def _reread_pending(self, max_records: int) -> list[Delivery]:
@@ -709,7 +718,7 @@ class _GroupSubscription(_RedisSubscription):
         counts: dict[str, int] = {}
         by_key: dict[Any, list[Delivery]] = {}
         for d in deliveries:
-            by_key.setdefault(d.position[0], []).append(d)
+            by_key.setdefault(be.key(d.topic), []).append(d)
         for key, ds in by_key.items():
             ids = [d.offset for d in ds]
             info = await be._run("pending info", redis.xpending_range(
@@ -724,13 +733,32 @@ class _GroupSubscription(_RedisSubscription):
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        by_key = _ids_by_key(deliveries)
-        commands = [_pack_xack(key, self._group_b, ids) for key, ids in by_key.items()]
-        await self.backend._run("ack", self.backend._execute_packed(commands))
+        ids = [d.position for d in deliveries]
+        if len(self._key_of) == 1:
+            (key,) = self._key_of.values()
+            commands = [_pack_xack(key, self._group_b, ids)]
+        else:
+            by_key: dict[bytes, list[bytes]] = {}
+            for d in deliveries:
+                by_key.setdefault(self._key_of[d.topic], []).append(d.position)
+            commands = [_pack_xack(key, self._group_b, i) for key, i in by_key.items()]
+        await self.backend._run("ack", self._execute_acks(commands))
         # Only now: an entry whose XACK failed is still held, never re-read meanwhile.
-        handed = self._handed
-        for ids in by_key.values():
-            handed.difference_update(ids)
+        self._handed.difference_update(ids)
+
+    async def _execute_acks(self, commands: list[bytes]) -> None:
+        """XACKs on a connection this subscription holds (taking one from the pool
+        per call costs more than the packing), one caller at a time."""
+        async with self._acking:
+            if self._closed:
+                # Closing: the held connection is gone, the pool serves (the Consumer
+                # acknowledges what was processed before it closes the subscription).
+                await self.backend._execute_packed(commands)
+                return
+            conn = self._ack_conn
+            if conn is None:
+                conn = self._ack_conn = await self.backend._connection()
+            await _send_packed(conn, commands)
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark the entries idle so any member claims them at its next claim pass, and
@@ -741,7 +769,7 @@ class _GroupSubscription(_RedisSubscription):
         redis = be._client()
         by_key: dict[Any, list[Any]] = {}
         for d in deliveries:
-            by_key.setdefault(d.position[0], []).append(d.position[1])
+            by_key.setdefault(be.key(d.topic), []).append(d.position)
         for key, ids in by_key.items():
             await be._run("nack", redis.xclaim(key, self.group, self.name, 0, ids,
                                                idle=be.claim_idle_ms + 1000, justid=True))
@@ -760,6 +788,10 @@ class _GroupSubscription(_RedisSubscription):
         async with self._fetching:
             await self._drop_ahead()
             conn, self._conn = self._conn, None
+            if conn is not None:
+                await be._pool.release(conn)
+        async with self._acking:
+            conn, self._ack_conn = self._ack_conn, None
             if conn is not None:
                 await be._pool.release(conn)
         # Hand unfinished entries back now rather than after claim_idle_ms: mark
@@ -786,34 +818,35 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _ids_by_key(deliveries: Sequence[Delivery]) -> dict[bytes, list[bytes]]:
-    """Entry ids per stream key (as bytes), in order."""
-    first = deliveries[0].position[0]
-    ids = [d.position[1] for d in deliveries]
-    if all(d.position[0] == first for d in deliveries):  # one stream: the common case
-        return {first.encode() if isinstance(first, str) else first: ids}
-    by_key: dict[bytes, list[bytes]] = {}
-    for d in deliveries:
-        key, eid = d.position
-        by_key.setdefault(key.encode() if isinstance(key, str) else key, []).append(eid)
-    return by_key
-
-
 def _pack(*args: bytes) -> bytes:
     """One command in the Redis protocol (RESP), from arguments that are bytes already."""
     return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
 
 
 def _pack_xack(key: bytes, group: bytes, ids: list[bytes]) -> bytes:
-    """``XACK key group id...``: ids of one batch mostly have one length, so they are
-    joined in one go under one ``$<len>`` header rather than formatted one by one."""
-    head = b"*%d\r\n$4\r\nXACK\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        len(ids) + 3, len(key), key, len(group), group)
-    lengths = set(map(len, ids))
-    if len(lengths) == 1:
-        size = b"$%d\r\n" % lengths.pop()
-        return b"".join((head, size, (b"\r\n" + size).join(ids), b"\r\n"))
-    return head + b"".join([b"$%d\r\n%s\r\n" % (len(i), i) for i in ids])
+    """``XACK key group id...``. Ids come in runs of one length (the sequence part of
+    ``<ms>-<seq>`` grows a digit at 10, 100...): each run is joined in one go under
+    one ``$<len>`` header rather than formatted id by id."""
+    parts = [b"*%d\r\n$4\r\nXACK\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(ids) + 3, len(key), key, len(group), group)]
+    for length, run in groupby(ids, len):
+        size = b"$%d\r\n" % length
+        parts += (size, (b"\r\n" + size).join(run), b"\r\n")
+    return b"".join(parts)
+
+
+async def _send_packed(conn: AbstractConnection, commands: list[bytes]) -> list[Any]:
+    """Packed commands pipelined on ``conn``, their replies in order."""
+    await conn.send_packed_command(commands[0] if len(commands) == 1 else b"".join(commands))
+    replies: list[Any] = []
+    try:
+        for _ in commands:
+            replies.append(await conn.read_response())
+    except rex.ResponseError:
+        # An error reply leaves the later replies unread: never reuse the connection.
+        await conn.disconnect()
+        raise
+    return replies
 
 
 def _envelope(topic: str, eid: str, fields: Any, position: Any) -> Delivery:
