@@ -215,20 +215,28 @@ class Dispatcher:
             if not ds:
                 return  # closed
             backoff.reset()
-            for msg, d in zip(msgs, ds, strict=True):
-                if sem.free > 0 and not sem.waiters:
-                    sem.free -= 1  # Slots.acquire's fast path, without a coroutine
-                else:
-                    await sem.acquire()
-                if d.key is not None:
-                    # Same key, same worker: handled one after another, in arrival order.
-                    w = workers[hash(d.key) % n]
-                    w.queue.append((route, msg, d))
-                    w.wake.set()
-                else:
-                    shared.append((route, msg, d))
-                    if idle:
-                        idle.pop().wake.set()
+            k = len(ds)
+            if sem.free >= k and not sem.waiters and all(d.key is None for d in ds):
+                # The common case in one pass: room for all, no keys.
+                sem.free -= k
+                shared.extend([(route, msg, d) for msg, d in zip(msgs, ds, strict=True)])
+                for _ in range(min(k, len(idle))):
+                    idle.pop().wake.set()
+            else:
+                for msg, d in zip(msgs, ds, strict=True):
+                    if sem.free > 0 and not sem.waiters:
+                        sem.free -= 1  # Slots.acquire's fast path, without a coroutine
+                    else:
+                        await sem.acquire()
+                    if d.key is not None:
+                        # Same key, same worker: handled one after another, in order.
+                        w = workers[hash(d.key) % n]
+                        w.queue.append((route, msg, d))
+                        w.wake.set()
+                    else:
+                        shared.append((route, msg, d))
+                        if idle:
+                            idle.pop().wake.set()
             # Each worker's share of the keyless inputs waiting now, taken as one run.
             self._share = min(RUN, max(1, -(-len(shared) // n)))
 

@@ -64,6 +64,7 @@ class Outcomes:
         self.hinted: set[str] = set()  # queues whose schema comes from a handler annotation
         # handler -> queue -> (queue, schema, undeclared): _check_outputs' lookups, cached.
         self._targets: dict[str, dict[str, tuple[Queue, Any, bool]]] = {}
+        self._fast: dict[str, dict[str, tuple[Producer[Any], str, type[Any]]]] = {}
         self.metrics = metrics
         self._sleep = sleep
         self._executor = executor
@@ -183,67 +184,73 @@ class Outcomes:
         refused producer batch). An input whose handler raises,
         returns several outputs or must wait takes the full path of
         :meth:`handle` on its own (retries, dead letters), its neighbours stay
-        in the run. A run that takes longer than ``RUN_SETTLE`` seconds settles
-        what is finished before each next handler call, so slow handlers do
-        not hold finished inputs back for more than one call.
+        in the run. A run settles what is finished before the next handler call
+        once ``RUN_SETTLE`` seconds passed since its last settle, so a finished
+        input waits for at most that plus one (slow) handler call.
         """
         m = self.metrics
+        clock = time.perf_counter
         route0 = items[0][0]
         ds: list[Delivery] = []
+        add = ds.append
         firsts: dict[Producer[Any], int] = {}
         waits: list[asyncio.Future[Any]] = []
-        started = time.perf_counter()
-        targets = self._targets.get(route0.name)
+        published = 0
+        started = clock()
+        fast = self._fast_targets(route0)
         for route, msg, d in items:
             if route is not route0:  # another handler's input: settle ours first
                 if ds or waits:
                     await self._settle_run(route0, ds, firsts, waits, started)
                     ds, firsts, waits = [], {}, []
-                started = time.perf_counter()
-                route0, targets = route, self._targets.get(route.name)
-            elif ds and time.perf_counter() - started > RUN_SETTLE:
+                    add = ds.append
+                started = clock()
+                route0, fast = route, self._fast_targets(route)
+            elif ds and clock() - started > RUN_SETTLE:
                 # A slow run: what is finished is settled before the next handler
-                # starts, so acknowledgements lag by at most one handler call.
+                # starts; an acknowledgement lags by RUN_SETTLE plus one call at most.
                 await self._settle_run(route0, ds, firsts, waits, started)
                 ds, firsts, waits = [], {}, []
-                started = time.perf_counter()
+                add = ds.append
+                started = clock()
             try:
                 if m is None:
                     result = await (route.fn(msg) if route.is_async else self._call(route, msg))
                 else:
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     result = await (route.fn(msg) if route.is_async else self._call(route, msg))
-                    m.timed("component", time.perf_counter() - t0)
+                    m.timed("component", clock() - t0)
                 if result is None:
-                    ds.append(d)
+                    add(d)
                     continue
                 # One (queue, message) of the queue's schema, seen before: checked and
                 # queued inline. Anything else goes through _check_outputs/_publish.
-                if (result.__class__ is list and len(result) == 1 and targets is not None
+                if (result.__class__ is list and len(result) == 1
                         and (item := result[0]).__class__ is tuple and len(item) == 2
-                        and (target := targets.get(item[0])) is not None
-                        and item[1].__class__ is target[1]):
-                    queue = target[0]
-                    producer = self.producers[queue.name]
-                    first = producer.sequence + 1
-                    if not producer.try_send(item[1], queue.topic, d.key):
-                        await producer.send(item[1], topic=queue.topic, key=d.key)
-                    if producer not in firsts:  # only once something is queued
-                        firsts[producer] = first
-                    self.published += 1
+                        and (target := fast.get(item[0])) is not None
+                        and item[1].__class__ is target[2]):
+                    producer, topic, _ = target
+                    if producer in firsts:
+                        if not producer.try_send(item[1], topic, d.key):
+                            await producer.send(item[1], topic=topic, key=d.key)
+                    else:
+                        first = producer.sequence + 1
+                        if not producer.try_send(item[1], topic, d.key):
+                            await producer.send(item[1], topic=topic, key=d.key)
+                        firsts[producer] = first  # only once something is queued
+                    published += 1
                     if m is not None:
-                        m.produced_to(route.input, queue.name, 1)
+                        m.produced_to(route.input, item[0], 1)
                 else:
                     confirmation = await self._publish(route, self._check_outputs(route, result),
                                                        d.key)
-                    if targets is None:
-                        targets = self._targets.get(route.name)
+                    fast = self._fast_targets(route)
                     if isinstance(confirmation, tuple):
                         producer, first, _ = confirmation
                         firsts.setdefault(producer, first)
                     elif confirmation is not None:
                         waits.append(confirmation)
-                ds.append(d)
+                add(d)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -256,8 +263,20 @@ class Outcomes:
                 except Exception:
                     route.last_error = "handling failed; see the log"
                     log.exception("app %s: handling %s failed", self.app, d.where())
+        self.published += published
         if ds or waits:
             await self._settle_run(route0, ds, firsts, waits, started)
+
+    def _fast_targets(self, route: Route) -> dict[str, tuple[Producer[Any], str, type[Any]]]:
+        """queue name -> (producer, topic, schema) for the outputs of ``route`` whose
+        messages of exactly that schema need no check (filled from _check_outputs')."""
+        fast = self._fast.get(route.name)
+        known = self._targets.get(route.name, {})
+        if fast is None or len(fast) != len(known):
+            fast = self._fast[route.name] = {
+                qname: (self.producers[qname], queue.topic, schema)
+                for qname, (queue, schema, _) in known.items()}
+        return fast
 
     async def _settle_run(self, route: Route, ds: list[Delivery],
                           firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]],
