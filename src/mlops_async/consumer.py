@@ -410,14 +410,37 @@ class Consumer(AsyncResource, Generic[M]):
         """:meth:`receive_many` as two lists, messages and their deliveries (no pairs built)."""
         return await self._take(max_messages, max_wait, wait=True)
 
-    async def _take(self, n: int, max_wait: float, *, wait: bool
+    async def receive_deliveries(self, max_messages: int, max_wait: float) -> list[Delivery]:
+        """:meth:`receive_batch` without decoding: deliveries in hand, for code that
+        decodes each one itself when it gets to it (:meth:`decode`, :meth:`invalid`).
+
+        Decoding late keeps a message's decode, handling and re-encode close
+        together (the engine's workers), and holds bytes rather than objects.
+        """
+        return (await self._take(max_messages, max_wait, wait=True, decode=False))[1]
+
+    def decode(self, d: Delivery) -> M:
+        """The message in ``d``; raises :class:`DecodeError` or :class:`MessageTooLarge`
+        (hand those to :meth:`invalid`)."""
+        return self._codec.decode(d.value, topic=d.topic)
+
+    async def invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
+        """Deal with a delivery :meth:`decode` refused, as the consumer does itself.
+
+        A null value (tombstone) is skipped, counted and acknowledged; anything
+        else is dead-lettered, or with ``on_invalid="raise"`` raised again naming
+        where it was, ``exc.delivery`` set, to be acknowledged once dealt with.
+        """
+        await self._invalid(d, exc)
+
+    async def _take(self, n: int, max_wait: float, *, wait: bool, decode: bool = True
                     ) -> tuple[list[M], list[Delivery]]:
         # Messages count as in hand only once the batch is returned: until then a
         # cancellation or a close puts them back, so none is acknowledged unseen.
         msgs: list[M] = []
         deliveries: list[Delivery] = []
         try:
-            await self._collect(msgs, deliveries, n, max_wait, wait)
+            await self._collect(msgs, deliveries, n, max_wait, wait, decode)
         except BaseException:
             self._buf.extendleft(reversed(deliveries))
             raise
@@ -427,7 +450,7 @@ class Consumer(AsyncResource, Generic[M]):
         return msgs, deliveries
 
     async def _collect(self, msgs: list[M], deliveries: list[Delivery], n: int,
-                       max_wait: float, wait: bool) -> None:
+                       max_wait: float, wait: bool, decode_now: bool = True) -> None:
         decode = self._codec.decode
         add_msg, add_delivery = msgs.append, deliveries.append
         loop = asyncio.get_running_loop()
@@ -440,7 +463,11 @@ class Consumer(AsyncResource, Generic[M]):
                 await self._dead_letter_poison()
             buf = self._buf
             popleft = buf.popleft
-            for _ in range(min(n - len(deliveries), len(buf))):
+            k = min(n - len(deliveries), len(buf))
+            if not decode_now:  # receive_deliveries: the caller decodes
+                deliveries.extend([popleft() for _ in range(k)])
+                k = 0
+            for _ in range(k):
                 d = popleft()
                 try:
                     msg = decode(d.value, topic=d.topic)

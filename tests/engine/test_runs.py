@@ -175,3 +175,52 @@ async def test_a_refused_output_loses_no_input_of_its_run() -> None:
                                                       timeout=0.3)}
     assert 5 in dead and {d.error_type for d in letters} == {"PublishError"}
     assert dead | published == set(range(12))
+
+
+async def test_bad_records_in_a_run_are_decoded_late_and_dealt_with_alone() -> None:
+    """Workers decode each input when they reach it: garbage is dead-lettered with the
+    reason, a null value (tombstone) is skipped, their neighbours are handled, all acked."""
+    from mlops_async import Producer
+    from mlops_async.backends import Record
+
+    url = bus()
+    app = typed_app(url)
+    seen: list[int] = []
+
+    @app.handler(input="raw", outputs=["features"])
+    async def handler(e: RawEvent) -> list[tuple[str, Feature]]:
+        seen.append(e.seq)
+        return [("features", Feature(e.user, 1, e.seq))]
+
+    codec: Codec[RawEvent] = Codec(RawEvent)
+    records = []
+    for i in range(12):
+        value: Any = codec.encode(RawEvent("k", 1, i))
+        if i == 3:
+            value = b"\x01\xc1 not msgpack"
+        elif i == 7:
+            value = None  # a tombstone
+        records.append(Record("raw", value, b"k"))
+    async with app:
+        async with Producer(url, topic="raw") as p:
+            assert p.backend is not None
+            await p.backend.publish(records)
+        out = await read(url, "features", Feature, 10)
+        letters = await read(url, "raw.dlq", DeadLetter, 1)
+        consumer = app._routes[0].consumer
+        assert consumer is not None
+        await wait_for(lambda: consumer.tombstones == 1)
+    assert seen == [i for i in range(12) if i not in (3, 7)]  # one key: in order
+    assert sorted(f.seq for f in out) == seen
+    assert len(letters) == 1 and letters[0].original == b"\x01\xc1 not msgpack"
+    assert letters[0].error_type == "DecodeError" and "raw[0]@3" in letters[0].error
+    again: list[int] = []
+    app2 = typed_app(url)
+
+    @app2.handler(input="raw", outputs=[])
+    async def later(e: RawEvent) -> None:
+        again.append(e.seq)
+
+    async with app2:
+        await asyncio.sleep(0.3)
+    assert again == []  # every input was acknowledged, the bad ones included

@@ -284,7 +284,7 @@ class App:
         self._outcomes.track(self._producers.values())
         self._dispatch = Dispatcher(
             self.name, self.max_concurrency, handle=self._outcomes.handle,
-            handle_batch=self._outcomes.handle_batch,
+            handle_batch=self._outcomes.handle_batch, invalid=self._outcomes.invalid,
             handle_run=None if self._outcomes.tracing is not None else self._outcomes.handle_run,
             dead_letter=self._outcomes.dead_letter,
             fail=self._fail, sleep=self._sleep, metrics=self.metrics,

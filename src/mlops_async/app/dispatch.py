@@ -32,7 +32,8 @@ PUMP_MAX_RESTARTS = 5
 RUN = 64
 
 Handle = Callable[[Route, Any, Delivery], Awaitable[None]]
-HandleRun = Callable[[list[tuple[Route, Any, Delivery]]], Awaitable[None]]
+HandleRun = Callable[[list[tuple[Route, Delivery]]], Awaitable[None]]
+Invalid = Callable[[Route, Delivery, DecodeError | MessageTooLarge], Awaitable[None]]
 HandleBatch = Callable[[Route, list[Any], list[Delivery]], Awaitable[None]]
 DeadLetter = Callable[[Route, Delivery, BaseException, int, str], Awaitable[None]]
 
@@ -84,7 +85,7 @@ class _Worker:
     __slots__ = ("busy", "queue", "task", "wake")
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[Route, Any, Delivery]] = deque()
+        self.queue: deque[tuple[Route, Delivery]] = deque()  # not decoded yet
         self.wake = asyncio.Event()
         self.busy = 0  # inputs taken and not finished
         self.task: asyncio.Task[None] | None = None
@@ -100,6 +101,7 @@ class Dispatcher:
         *,
         handle: Handle,
         handle_batch: HandleBatch,
+        invalid: Invalid,
         handle_run: HandleRun | None = None,
         dead_letter: DeadLetter,
         fail: Callable[[BaseException, str], None],
@@ -112,6 +114,7 @@ class Dispatcher:
         # Workers take runs of inputs (one settle per run) unless the caller needs
         # each input on its own (tracing: a span per input).
         self._handle_run = handle_run
+        self._invalid = invalid
         self._batch_busy: set[str] = set()  # batch handlers running a batch right now
         self._draining = False
         self._dead_letter = dead_letter
@@ -122,7 +125,7 @@ class Dispatcher:
         # room for a few per worker so the pump hands over in runs, not one by one.
         self._sem = Slots(max(4 * max_concurrency, 256))
         self._workers = [_Worker() for _ in range(max_concurrency)]
-        self._shared: deque[tuple[Route, Any, Delivery]] = deque()  # keyless messages
+        self._shared: deque[tuple[Route, Delivery]] = deque()  # keyless inputs
         self._idle: list[_Worker] = []
         self._share = 1  # how many keyless inputs a worker takes at once (set by the pumps)
         self._routes: list[Route] = []
@@ -203,15 +206,9 @@ class Dispatcher:
         workers, shared, idle, sem = self._workers, self._shared, self._idle, self._sem
         n = len(workers)
         while True:
-            try:
-                # What is buffered, at once: one call and no wait per message.
-                msgs, ds = await consumer.receive_batch(RUN, 0.0)
-            except (DecodeError, MessageTooLarge) as exc:
-                bad = exc.delivery
-                assert isinstance(bad, Delivery)
-                await self._dead_letter(route, bad, exc, 1, "invalid")
-                await consumer.ack(bad)
-                continue
+            # What is buffered, at once: one call and no wait per message. Workers
+            # decode each input when they get to it (decode, handle, encode in a row).
+            ds = await consumer.receive_deliveries(RUN, 0.0)
             if not ds:
                 return  # closed
             backoff.reset()
@@ -219,11 +216,11 @@ class Dispatcher:
             if sem.free >= k and not sem.waiters and all(d.key is None for d in ds):
                 # The common case in one pass: room for all, no keys.
                 sem.free -= k
-                shared.extend([(route, msg, d) for msg, d in zip(msgs, ds, strict=True)])
+                shared.extend([(route, d) for d in ds])
                 for _ in range(min(k, len(idle))):
                     idle.pop().wake.set()
             else:
-                for msg, d in zip(msgs, ds, strict=True):
+                for d in ds:
                     if sem.free > 0 and not sem.waiters:
                         sem.free -= 1  # Slots.acquire's fast path, without a coroutine
                     else:
@@ -231,10 +228,10 @@ class Dispatcher:
                     if d.key is not None:
                         # Same key, same worker: handled one after another, in order.
                         w = workers[hash(d.key) % n]
-                        w.queue.append((route, msg, d))
+                        w.queue.append((route, d))
                         w.wake.set()
                     else:
-                        shared.append((route, msg, d))
+                        shared.append((route, d))
                         if idle:
                             idle.pop().wake.set()
             # Each worker's share of the keyless inputs waiting now, taken as one run.
@@ -292,9 +289,9 @@ class Dispatcher:
                     self._sem.release_many(k)
                 continue
             if queue:
-                route, msg, d = queue.popleft()
+                route, d = queue.popleft()
             elif shared:
-                route, msg, d = shared.popleft()
+                route, d = shared.popleft()
             else:
                 w.wake.clear()
                 idle.append(w)
@@ -304,7 +301,13 @@ class Dispatcher:
                 continue
             w.busy = 1
             try:
-                await self._handle(route, msg, d)
+                assert route.consumer is not None
+                try:
+                    msg = route.consumer.decode(d)
+                except (DecodeError, MessageTooLarge) as exc:
+                    await self._invalid(route, d, exc)
+                else:
+                    await self._handle(route, msg, d)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -22,6 +22,7 @@ import msgspec
 
 from ..backends import Delivery
 from ..deadletter import make_dead_letter
+from ..errors import DecodeError, MessageTooLarge
 from ..metrics import Metrics
 from ..producer import Producer
 from ..queues import Queue
@@ -172,10 +173,22 @@ class Outcomes:
             break
         await self._settle_inputs(route, (d,), confirmation, started)
 
-    async def handle_run(self, items: list[tuple[Route, Any, Delivery]]) -> None:
+    async def invalid(self, route: Route, d: Delivery, exc: DecodeError | MessageTooLarge
+                      ) -> None:
+        """An input that does not decode: a tombstone is skipped (the consumer counts and
+        acknowledges it), anything else is dead-lettered with the reason, then acknowledged."""
+        consumer = route.consumer
+        assert consumer is not None
+        try:
+            await consumer.invalid(d, exc)  # on_invalid="raise": returns for tombstones only
+        except (DecodeError, MessageTooLarge) as bad:
+            await self.dead_letter(route, d, bad, 1, "invalid")
+            await consumer.ack(d)
+
+    async def handle_run(self, items: list[tuple[Route, Delivery]]) -> None:
         """Several inputs one after another, settled together: the per-message hot path.
 
-        Each input's handler runs as in :meth:`handle`, in order; a single
+        Each input is decoded, then its handler runs as in :meth:`handle`, in order; a single
         output goes into its producer's buffer without a coroutine
         (``Producer.try_send``), and the inputs whose outputs were queued are
         acknowledged together once the broker confirmed them (one confirmation
@@ -191,6 +204,8 @@ class Outcomes:
         m = self.metrics
         clock = time.perf_counter
         route0 = items[0][0]
+        assert route0.consumer is not None
+        decode = route0.consumer.decode
         ds: list[Delivery] = []
         add = ds.append
         firsts: dict[Producer[Any], int] = {}
@@ -198,7 +213,7 @@ class Outcomes:
         published = 0
         started = clock()
         fast = self._fast_targets(route0)
-        for route, msg, d in items:
+        for route, d in items:
             if route is not route0:  # another handler's input: settle ours first
                 if ds or waits:
                     await self._settle_run(route0, ds, firsts, waits, started)
@@ -206,6 +221,8 @@ class Outcomes:
                     add = ds.append
                 started = clock()
                 route0, fast = route, self._fast_targets(route)
+                assert route.consumer is not None
+                decode = route.consumer.decode
             elif ds and clock() - started > RUN_SETTLE:
                 # A slow run: what is finished is settled before the next handler
                 # starts; an acknowledgement lags by RUN_SETTLE plus one call at most.
@@ -213,6 +230,11 @@ class Outcomes:
                 ds, firsts, waits = [], {}, []
                 add = ds.append
                 started = clock()
+            try:
+                msg = decode(d)
+            except (DecodeError, MessageTooLarge) as exc:
+                await self.invalid(route, d, exc)
+                continue
             try:
                 if m is None:
                     result = await (route.fn(msg) if route.is_async else self._call(route, msg))
