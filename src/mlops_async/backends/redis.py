@@ -22,6 +22,17 @@ entries the Consumer acknowledged. A consumer that closes hands its
 unfinished entries back at once (it marks them idle so the next claim takes
 them). Without a group: ``XREAD`` from the last id seen (broadcast).
 
+Read-ahead: a group subscription holds two pooled connections, one for its
+``XREADGROUP`` and one for its ``XACK`` commands (packed here: ids are bytes
+already). When a batch is handed out, the next ``XREADGROUP`` (same size) is
+sent at once and its reply is read by a task, so the server's work and the
+round trip overlap with the Consumer's decoding of the batch. One read at most
+is in flight, so a consumer holds up to twice ``prefetch`` entries read and not
+acknowledged (its buffer and that read), all pending on its name: a crash leaves
+them for the next claim, a close hands them back. A caller cancelled while the
+read is in flight leaves it running for the next fetch; a reply that is lost
+(connection dropped, read cancelled) is read again from the pending list.
+
 redis-py traps guarded here: ``BLOCK`` always stays below the socket timeout
 (a block at or above it fails the read); the connection pool is bounded and
 blocking; a command cancelled mid-flight has its connection dropped by
