@@ -215,8 +215,44 @@ async def test_acks_keep_at_least_once_across_a_dropped_ack_connection(redis_url
     conn = sub._ack_conn
     assert isinstance(conn, Connection)
     await conn.disconnect()
-    await sub.ack(got[5:])  # reconnects
+    await sub.ack(got[5:])  # reconnects, and writes the first XACK again with this one
+    await sub.close()  # reads the last replies
     assert await pending_ids(redis_url, topic, group) == []
+    await be.close()
+
+
+async def test_an_ack_cancelled_while_confirming_the_last_is_sent_again(redis_url: str) -> None:
+    topic, group = name("ra"), name("g")
+    await produce(redis_url, topic, 20)
+    be, sub = await open_sub(redis_url, topic, group)
+    got = await drain(sub, 20)
+    await sub.ack(got[:10])  # written; its reply is read by the next ack
+    for _ in range(20):  # cancelled at every point of the next one
+        task = asyncio.create_task(sub.ack(got[10:15]))
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert set(await pending_ids(redis_url, topic, group)) <= {d.position for d in got[10:]}
+    await sub.ack(got[10:])
+    await sub.close()
+    assert await pending_ids(redis_url, topic, group) == []
+    await be.close()
+
+
+async def test_nothing_is_acknowledged_that_was_not_acked(redis_url: str) -> None:
+    topic, group = name("ra"), name("g")
+    await produce(redis_url, topic, 40)
+    be, sub = await open_sub(redis_url, topic, group)
+    got = await drain(sub, 40, max_records=8)
+    acked = got[::3]
+    for i in range(0, len(acked), 4):
+        await sub.ack(acked[i:i + 4])
+    await sub.ack([])
+    async with asyncio.timeout(10):  # the last XACK written lands; none other exists
+        while len(await pending_ids(redis_url, topic, group)) != 40 - len(acked):
+            await asyncio.sleep(0.01)
+    left = set(await pending_ids(redis_url, topic, group))
+    assert left == {d.position for d in got} - {d.position for d in acked}
     await be.close()
 
 

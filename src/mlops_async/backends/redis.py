@@ -24,7 +24,9 @@ them). Without a group: ``XREAD`` from the last id seen (broadcast).
 
 Read-ahead: a group subscription holds two pooled connections, one for its
 ``XREADGROUP`` and one for its ``XACK`` commands (packed here: ids are bytes
-already). When a batch is handed out, the next ``XREADGROUP`` (same size) is
+already). An ``XACK`` is written when the Consumer acknowledges and its reply
+is read with the next one (or at close): an ``XACK`` whose reply is lost is
+written again, and its entries are never re-read meanwhile. When a batch is handed out, the next ``XREADGROUP`` (same size) is
 sent at once and its reply is read by a task, so the server's work and the
 round trip overlap with the Consumer's decoding of the batch. One read at most
 is in flight, so a consumer holds up to twice ``prefetch`` entries read and not
@@ -537,6 +539,9 @@ class _GroupSubscription(_RedisSubscription):
         self._fetching = asyncio.Lock()  # one fetch at a time: one taker per reply
         self._ack_conn: AbstractConnection | None = None
         self._acking = asyncio.Lock()
+        # XACKs written, reply not read yet; and XACKs whose reply was lost (sent again).
+        self._unconfirmed: list[tuple[list[bytes], list[bytes]]] = []
+        self._lost_acks: list[tuple[list[bytes], list[bytes]]] = []
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         if self._closed:
@@ -753,23 +758,79 @@ class _GroupSubscription(_RedisSubscription):
             for d in deliveries:
                 by_key.setdefault(self._key_of[d.topic], []).append(d.position)
             commands = [_pack_xack(key, self._group_b, i) for key, i in by_key.items()]
-        await self.backend._run("ack", self._execute_acks(commands))
-        # Only now: an entry whose XACK failed is still held, never re-read meanwhile.
-        self._handed.difference_update(ids)
+        await self.backend._run("ack", self._send_acks(commands, ids))
 
-    async def _execute_acks(self, commands: list[bytes]) -> None:
-        """XACKs on a connection this subscription holds (taking one from the pool
-        per call costs more than the packing), one caller at a time."""
+    async def _send_acks(self, commands: list[bytes], ids: list[bytes]) -> None:
+        """Write XACKs on a connection this subscription holds; their replies are read
+        by the next ack (or close), so the server's work on them overlaps with the
+        Consumer's next batch instead of being waited for here.
+
+        Only entries the Consumer acknowledged are ever in an XACK. One written
+        batch at most is unconfirmed; one whose reply is lost (connection dropped,
+        caller cancelled) is written again with the next one (XACK is idempotent),
+        and its entries count as held until confirmed, so never re-read meanwhile.
+        """
         async with self._acking:
             if self._closed:
-                # Closing: the held connection is gone, the pool serves (the Consumer
+                # Closed: the held connection is gone, the pool serves (the Consumer
                 # acknowledges what was processed before it closes the subscription).
                 await self.backend._execute_packed(commands)
+                self._handed.difference_update(ids)
                 return
             conn = self._ack_conn
             if conn is None:
                 conn = self._ack_conn = await self.backend._connection()
-            await _send_packed(conn, commands)
+            await self._confirm_acks(conn)
+            again, self._lost_acks = self._lost_acks, []
+            sent = [*again, (commands, ids)]  # in the order of their replies
+            try:
+                await conn.send_packed_command(b"".join([c for cmds, _ in sent for c in cmds]))
+            except BaseException:
+                # redis-py dropped the connection: the earlier ones may not have gone
+                # out either; the new ones raise, and the Consumer sends them again.
+                self._lost_acks = again
+                raise
+            self._unconfirmed = sent
+
+    async def _confirm_acks(self, conn: AbstractConnection) -> None:
+        """Read the replies of the XACKs written last (arrived meanwhile, as a rule)."""
+        unconfirmed, self._unconfirmed = self._unconfirmed, []
+        for i, (commands, ids) in enumerate(unconfirmed):
+            try:
+                for _ in commands:
+                    await conn.read_response()
+            except rex.ResponseError as exc:  # the server refused it (the group is gone)
+                await conn.disconnect()  # later replies unread: never reuse the connection
+                self._lost_acks += unconfirmed[i + 1:]
+                log.warning("acknowledging %d entr(ies) failed: %s", len(ids), exc)
+                return
+            except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+                # The replies are lost with the connection: these XACKs are written
+                # again, with the caller's, on a new one.
+                self._lost_acks += unconfirmed[i:]
+                log.debug("acknowledgements unconfirmed, sent again: %r", exc)
+                return
+            except BaseException:  # cancelled: the same, at the next ack
+                self._lost_acks += unconfirmed[i:]
+                raise
+            self._handed.difference_update(ids)
+
+    async def _flush_acks(self) -> None:
+        """Confirm every XACK written (at close): lost ones are written once more."""
+        conn = self._ack_conn
+        if conn is not None and self._unconfirmed:
+            try:
+                await self._confirm_acks(conn)
+            except Exception as exc:
+                log.debug("confirming acknowledgements on close: %r", exc)
+        lost, self._lost_acks = self._lost_acks, []
+        for commands, ids in lost:
+            try:
+                await self.backend._execute_packed(commands)
+                self._handed.difference_update(ids)
+            except Exception as exc:
+                log.warning("consumer closing: %d processed entr(ies) could not be "
+                            "acknowledged and will be delivered again (%s)", len(ids), exc)
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Mark the entries idle so any member claims them at its next claim pass, and
@@ -802,9 +863,12 @@ class _GroupSubscription(_RedisSubscription):
             if conn is not None:
                 await be._pool.release(conn)
         async with self._acking:
-            conn, self._ack_conn = self._ack_conn, None
-            if conn is not None:
-                await be._pool.release(conn)
+            try:
+                await self._flush_acks()
+            finally:
+                conn, self._ack_conn = self._ack_conn, None
+                if conn is not None:
+                    await be._pool.release(conn)
         # Hand unfinished entries back now rather than after claim_idle_ms: mark
         # them idle for that long (JUSTID keeps their delivery counts).
         try:
