@@ -26,9 +26,10 @@ Read-ahead: a group subscription holds two pooled connections, one for its
 ``XREADGROUP`` and one for its ``XACK`` commands (packed here: ids are bytes
 already). An ``XACK`` is written when the Consumer acknowledges and its reply
 is read with the next one (or at close): an ``XACK`` whose reply is lost is
-written again, and its entries are never re-read meanwhile. When a batch is handed out, the next ``XREADGROUP`` (same size) is
-sent at once and its reply is read by a task, so the server's work and the
-round trip overlap with the Consumer's decoding of the batch. One read at most
+written again, and its entries are never re-read meanwhile. When a batch is
+handed out, the next ``XREADGROUP`` (same size) is sent at once and its reply
+is read by a task, so the server's work and the round trip overlap with the
+Consumer's decoding of the batch. One read at most
 is in flight, so a consumer holds up to twice ``prefetch`` entries read and not
 acknowledged (its buffer and that read), all pending on its name: a crash leaves
 them for the next claim, a close hands them back. A caller cancelled while the
