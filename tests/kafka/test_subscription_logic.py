@@ -8,6 +8,7 @@ was assigned again.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,13 +46,59 @@ def sub_with(stub: StubConsumer) -> _KafkaSubscription:
     return _KafkaSubscription(KafkaBackend("h:9092"), stub, "g")  # type: ignore[arg-type]
 
 
+async def committed(sub: _KafkaSubscription) -> None:
+    """Commits go in the background: wait until the one in flight is done."""
+    while sub._committer is not None and not sub._committer.done():
+        await asyncio.wait([sub._committer])
+
+
 async def test_commits_only_the_acknowledged_prefix() -> None:
     stub = StubConsumer([{TP: [Rec(0), Rec(1), Rec(2), Rec(3)]}])
     sub = sub_with(stub)
     d = await sub.fetch(10, 0.1)
     await sub.ack([d[0], d[2]])  # 1 still in progress: only offset 0 is safe
+    await committed(sub)
+    assert stub.commits == [{TP: 1}]
     await sub.ack([d[1]])  # now 0..2 are done
+    await committed(sub)
     assert stub.commits == [{TP: 1}, {TP: 3}]
+
+
+async def test_acks_while_a_commit_is_in_flight_are_merged_and_flushed_at_close() -> None:
+    stub = StubConsumer([{TP: [Rec(i) for i in range(6)]}])
+    sub = sub_with(stub)
+    d = await sub.fetch(10, 0.1)
+    await sub.ack(d[:2])  # a commit starts in the background
+    await sub.ack(d[2:4])
+    await sub.ack(d[4:5])  # both merged into one pending commit of the highest offset
+    await committed(sub)
+    assert stub.commits[-1] == {TP: 5}
+    assert len(stub.commits) <= 2
+    await sub.ack(d[5:])
+    await sub.close()  # the last acknowledgement is committed before close returns
+    assert stub.commits[-1] == {TP: 6}
+    assert sub._committer is None or sub._committer.done()
+
+
+async def test_a_failed_background_commit_is_sent_again() -> None:
+    stub = StubConsumer([{TP: [Rec(0), Rec(1)]}])
+    sub = sub_with(stub)
+    fail = [True]
+    commit = stub.commit
+
+    async def flaky(offsets: dict[TopicPartition, Any]) -> None:
+        if fail.pop() if fail else False:
+            raise ConnectionError("broker went away")
+        await commit(offsets)
+
+    stub.commit = flaky  # type: ignore[method-assign]
+    d = await sub.fetch(10, 0.1)
+    await sub.ack(d[:1])
+    await committed(sub)
+    assert stub.commits == []  # failed: kept pending, not forgotten
+    await sub.ack(d[1:])
+    await committed(sub)
+    assert stub.commits == [{TP: 2}]
 
 
 async def test_revoked_then_reassigned_partition() -> None:
@@ -59,11 +106,13 @@ async def test_revoked_then_reassigned_partition() -> None:
     sub = sub_with(stub)
     before = await sub.fetch(10, 0.1)
     await sub.ack([before[0]])
-    await sub.revoked({TP})  # someone else owns it now
+    await sub.revoked({TP})  # someone else owns it now: committed before revocation
+    assert stub.commits == [{TP: 1}]
     assert not sub.owns(before[1]), "fetched before the revocation: stale"
     stub.batches.append({TP: [Rec(1), Rec(2)]})  # it came back; reading resumes at 1
     after = await sub.fetch(10, 0.1)
     assert all(sub.owns(d) for d in after), "fetched after it came back: current"
     await sub.ack([before[1]])  # a stale ack is ignored, never committed
     await sub.ack(after)
+    await committed(sub)
     assert stub.commits == [{TP: 1}, {TP: 3}]

@@ -702,6 +702,10 @@ class _KafkaSubscription(Subscription):
         self._done: dict[TopicPartition, set[int]] = {}
         # Partitions rewound by nack(): (epoch of the rewind, offset sought back to).
         self._rewound: dict[TopicPartition, tuple[int, int]] = {}
+        # Commits go in the background, one at a time: next offsets acknowledged and not
+        # sent yet, and the task sending them. Flushed before a revocation and at close.
+        self._pending: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
         self._closed = False
 
     def owns(self, delivery: Delivery) -> bool:
@@ -740,7 +744,7 @@ class _KafkaSubscription(Subscription):
         # Everything acknowledged was committed at ack time; what was not will be
         # read again by the new owner. Forget the rest and tell the Consumer.
         try:
-            await self._commit_done(only=revoked)
+            await self._flush(only=revoked)
         finally:
             # Even if that commit failed: what was fetched from these partitions is
             # stale now (the new owner reads it again from the last commit).
@@ -749,6 +753,7 @@ class _KafkaSubscription(Subscription):
                 self._outstanding.pop(tp, None)
                 self._done.pop(tp, None)
                 self._rewound.pop(tp, None)
+                self._pending.pop(tp, None)
                 self._revoked_at[tp] = self.epoch
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
@@ -818,11 +823,14 @@ class _KafkaSubscription(Subscription):
                 heads[tp] = offset
             else:
                 done.add(offset)  # type: ignore[arg-type]
-        await self._commit_done(heads=heads)
+        offsets = self._advance(heads=heads)
+        if offsets:
+            self._commit_soon(offsets)
 
-    async def _commit_done(self, only: set[TopicPartition] | None = None,
-                           heads: dict[TopicPartition, int] | None = None) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    def _advance(self, only: set[TopicPartition] | None = None,
+                 heads: dict[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
+        """The next offset to commit per partition whose acknowledged prefix grew."""
+        offsets: dict[TopicPartition, int] = {}
         for tp, q in self._outstanding.items():
             if only is not None and tp not in only:
                 continue
@@ -832,12 +840,50 @@ class _KafkaSubscription(Subscription):
                 last = q.popleft()
                 done.discard(last)
             if last is not None:
-                offsets[tp] = OffsetAndMetadata(last + 1, "")
-        if not offsets:
-            return
+                offsets[tp] = last + 1
+        return offsets
+
+    def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit in the background: ``ack`` returns without a round trip to the broker."""
+        pending = self._pending
+        for tp, offset in offsets.items():
+            if offset > pending.get(tp, -1):
+                pending[tp] = offset
+        if not self._closed and (self._committer is None or self._committer.done()):
+            self._committer = asyncio.get_running_loop().create_task(
+                self._commit_pending(), name="mlops_async.kafka.commit")
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            offsets, self._pending = self._pending, {}
+            try:
+                await self._commit(offsets)
+            except BusError as exc:
+                for tp, offset in offsets.items():  # sent again with the next commit
+                    if offset > self._pending.get(tp, -1):
+                        self._pending[tp] = offset
+                log.warning("commit deferred: %s", exc)
+                return
+
+    async def _flush(self, only: set[TopicPartition] | None = None) -> None:
+        """Commit what was acknowledged (of ``only``'s partitions) and wait for the broker."""
+        committer = self._committer
+        if committer is not None and not committer.done():
+            await asyncio.wait([committer])  # its failure is logged and put back in pending
+        offsets = self._advance(only)
+        for tp in list(self._pending):
+            if only is None or tp in only:
+                offset = self._pending.pop(tp)
+                if offset > offsets.get(tp, -1):
+                    offsets[tp] = offset
+        if offsets:
+            await self._commit(offsets)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             async with asyncio.timeout(self.backend.publish_timeout):
-                await self.consumer.commit(offsets)
+                await self.consumer.commit(
+                    {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
         except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced: those partitions belong to someone else now,
             # who will read them from the previous commit (duplicates, never loss).
@@ -850,4 +896,12 @@ class _KafkaSubscription(Subscription):
             return
         self._closed = True
         self.backend._subs.discard(self)
+        try:
+            await self._flush()
+        except BusError as exc:  # not committed: read again by the next owner
+            log.warning("final commit failed: %s; records may be redelivered", exc)
+        finally:
+            if self._committer is not None and not self._committer.done():
+                self._committer.cancel()
+                await asyncio.gather(self._committer, return_exceptions=True)
         await _bounded_stop(self.consumer)
