@@ -774,21 +774,13 @@ class _KafkaSubscription(Subscription):
                 if q is None:
                     q = self._outstanding[tp] = deque()
                     self._done[tp] = set()
-                q.extend(r.offset for r in recs)
+                q.extend([r.offset for r in recs])
             topic, part = tp.topic, tp.partition
             position = (tp, epoch)  # one per partition and fetch: ack() folds runs of it
-            out.extend(
-                Delivery(
-                    topic,
-                    part,
-                    r.offset,
-                    r.value,
-                    r.key,
-                    tuple(r.headers) if r.headers else None,
-                    position,
-                )
-                for r in recs
-            )
+            # A list comprehension: cheaper per record than a generator fed to extend.
+            out += [Delivery(topic, part, r.offset, r.value, r.key,
+                             tuple(r.headers) if r.headers else None, position)
+                    for r in recs]
         return out
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
