@@ -224,3 +224,32 @@ async def test_bad_records_in_a_run_are_decoded_late_and_dealt_with_alone() -> N
     async with app2:
         await asyncio.sleep(0.3)
     assert again == []  # every input was acknowledged, the bad ones included
+
+
+async def test_a_run_cut_short_by_shutdown_acknowledges_what_it_finished() -> None:
+    """Stop while a run's handler hangs: the inputs it finished are not redelivered."""
+    url = bus()
+    app = typed_app(url, drain_timeout=0.2)
+    gate = asyncio.Event()
+
+    @app.handler(input="raw", outputs=["features"])
+    async def handler(e: RawEvent) -> list[tuple[str, Feature]]:
+        if e.seq == 5:
+            await gate.wait()  # never set: cancelled at the end of the drain
+        return [("features", Feature(e.user, 1, e.seq))]
+
+    await app.start()
+    await send(url, "raw", [RawEvent("k", 1, i) for i in range(8)], key=lambda e: e.user)
+    assert len(await read(url, "features", Feature, 5)) == 5
+    await app.stop()
+    again: list[int] = []
+    app2 = typed_app(url)
+
+    @app2.handler(input="raw", outputs=[])
+    async def later(e: RawEvent) -> None:
+        again.append(e.seq)
+
+    async with app2:
+        await wait_for(lambda: len(again) >= 3)
+        await asyncio.sleep(0.2)
+    assert again == [5, 6, 7]  # the hung one and those after it, never 0..4

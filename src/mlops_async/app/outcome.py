@@ -274,6 +274,8 @@ class Outcomes:
                         waits.append(confirmation)
                 add(d)
             except asyncio.CancelledError:
+                if ds or waits:  # shutdown: what this run finished is not redelivered
+                    self._settle_cancelled(route0, ds, firsts, waits, started)
                 raise
             except Exception as exc:
                 # Ack, Retry, a handler error, a bad output: this input alone takes the
@@ -281,6 +283,8 @@ class Outcomes:
                 try:
                     await self.handle(route, msg, d, failed=exc)
                 except asyncio.CancelledError:
+                    if ds or waits:
+                        self._settle_cancelled(route0, ds, firsts, waits, started)
                     raise
                 except Exception:
                     route.last_error = "handling failed; see the log"
@@ -339,16 +343,7 @@ class Outcomes:
                 slots.free -= 1  # Slots.acquire's fast path, without a coroutine
             else:
                 await slots.acquire()
-            if isinstance(confirmation, tuple):
-                producer, first, last = confirmation
-                self._awaiting[producer].append((last, first, route, ds, started))
-                if producer.settled >= last:
-                    # Settled while we waited for a slot: no confirmation will call back.
-                    self._settled(producer, producer.settled)
-            else:
-                confirmation.add_done_callback(
-                    functools.partial(self._on_confirmed, route, ds, started)
-                )
+            self._await_confirmation(route, ds, confirmation, started)
             return
         consumer = route.consumer
         assert consumer is not None
@@ -359,6 +354,43 @@ class Outcomes:
         await consumer.ack(*ds)
         if m is not None:
             m.timed("cycle", time.perf_counter() - started)
+
+    def _await_confirmation(self, route: Route, ds: tuple[Delivery, ...],
+                            confirmation: Confirmation, started: float) -> None:
+        """Acknowledge ``ds`` once ``confirmation`` resolves (its unconfirmed slot is taken)."""
+        if isinstance(confirmation, tuple):
+            producer, first, last = confirmation
+            self._awaiting[producer].append((last, first, route, ds, started))
+            if producer.settled >= last:
+                # Settled while we waited for a slot: no confirmation will call back.
+                self._settled(producer, producer.settled)
+        else:
+            confirmation.add_done_callback(
+                functools.partial(self._on_confirmed, route, ds, started))
+
+    def _settle_cancelled(self, route: Route, ds: list[Delivery],
+                          firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]],
+                          started: float) -> None:
+        """A run cancelled part way (shutdown): settle what it finished, without waiting.
+
+        Its unconfirmed slot is taken even if none is free: a one-off past the bound
+        at shutdown, rather than redelivering inputs that were done.
+        """
+        if not firsts and not waits:
+            route_consumer = route.consumer
+            assert route_consumer is not None
+            self.processed += len(ds)
+            route_consumer.ack_nowait(*ds)
+            return
+        self._unconfirmed.free -= 1
+        confirmation: Confirmation
+        if len(firsts) == 1 and not waits:
+            ((producer, first),) = firsts.items()
+            confirmation = producer, first, producer.sequence
+        else:
+            confirmation = asyncio.gather(
+                *waits, *(p.confirmed(first, p.sequence) for p, first in firsts.items()))
+        self._await_confirmation(route, tuple(ds), confirmation, started)
 
     # -- a batch ----------------------------------------------------------------
 
