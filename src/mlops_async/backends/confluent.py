@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -82,30 +83,39 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 _OWN: dict[str, Any] = {
     # Kafka's (and the aiokafka backend's) partitioner: a key lands on the same
-    # partition whichever backend sent it; keyless records are spread (sticky).
+    # partition whichever backend sent it (keyless batches: see enqueue).
     "partitioner": "murmur2_random",
 }
+# Producer only: failed records are reported one by one, confirmed ones are counted
+# (see _Batch); librdkafka's client does not accept this one on a consumer.
+_OWN_PRODUCER: dict[str, Any] = {"delivery.report.only.error": True}
+# How long a first send waits for a topic the broker is still creating (see _learn).
+_LEARN_WAIT = 5.0
+_ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: librdkafka's partitioner picks one
 
 
 class _Batch:
-    """Records handed to librdkafka together, counted down by their delivery reports."""
+    """Records handed to librdkafka together; settled once librdkafka holds none of them.
 
-    __slots__ = ("acked", "error", "expected", "future", "settled")
+    librdkafka reports only failed records (``delivery.report.only.error``): a
+    report per confirmed record (a Python call and a message object each) cost
+    a fifth of the producer's throughput. A batch is confirmed when, after it
+    was handed over whole, librdkafka's queue was seen empty: every record
+    handed over before then was delivered or reported failed (see ``_poll_loop``).
+    """
 
-    def __init__(self, future: asyncio.Future[None], n: int, settled: list[_Batch]) -> None:
+    __slots__ = ("end", "error", "expected", "future")
+
+    def __init__(self, future: asyncio.Future[None], n: int) -> None:
         self.future = future
         self.expected = n
-        self.acked = 0
         self.error: KafkaError | None = None
-        self.settled = settled
+        self.end = 0  # its number among batches handed over whole; 0 until it is
 
     def report(self, err: KafkaError | None, msg: Message) -> None:
-        """librdkafka's delivery report, on the poll thread: count, never touch the loop."""
+        """librdkafka's report of a failed record, on a client thread: never touches the loop."""
         if err is not None and self.error is None:
             self.error = err
-        self.acked += 1
-        if self.acked == self.expected:
-            self.settled.append(self)
 
 
 class ConfluentBackend(Backend):
@@ -145,9 +155,14 @@ class ConfluentBackend(Backend):
         self._connected = False
         self._poller: asyncio.Future[None] | None = None
         self._stop_polling = threading.Event()
-        self._settled: list[_Batch] = []  # confirmed, to resolve on the loop (poll thread)
-        self._open: set[_Batch] = set()  # enqueued, not yet resolved
+        self._handed = 0  # batches handed over whole (the loop writes, the poll thread reads)
+        self._confirmed = 0  # batches 1.._confirmed are settled (the poll thread writes)
+        self._open: list[_Batch] = []  # enqueued, not yet resolved (loop only)
         self._known_topics: set[str] = set()  # librdkafka has their metadata
+        self._partitions: dict[str, int] = {}  # partition counts, where the broker said
+        # Which partition the next keyless batch goes to (from a random one, so that
+        # short-lived producers do not all start on partition 0).
+        self._turn = random.randrange(1 << 16)
         self._progress: asyncio.Event | None = None
         self._last_error: KafkaError | None = None
         self._admin = ConfluentAdmin(
@@ -256,7 +271,8 @@ class ConfluentBackend(Backend):
         if self._closed:
             raise BusUnavailable("the backend is closed")
         if self._producer is None:
-            conf = {**_PRODUCER_DEFAULTS, **self._client_conf("producer"), **_OWN}
+            conf = {**_PRODUCER_DEFAULTS, **self._client_conf("producer"), **_OWN,
+                    **_OWN_PRODUCER}
             # librdkafka gives up on a record when we do, so a record we report as
             # failed (and the Producer sends again) is never delivered twice by it.
             conf.setdefault("message.timeout.ms", int(self.publish_timeout * 1000))
@@ -295,15 +311,18 @@ class ConfluentBackend(Backend):
         try:
             if self._poller is not None:
                 await bounded(self._poller, 5, "stop polling")
+            handed = self._handed  # before flush(): every one of these is in its queue
             left = await bounded(thread.run(producer.flush, 10.0), 15, "flush")
             if left:
                 log.warning("closing: %d record(s) not confirmed by the broker", left)
                 await bounded(thread.run(self._purge, producer), 5, "purge")
+            else:
+                self._settle(handed)  # flush() served the reports of any that failed
         except Exception as exc:  # closing never raises past us
             log.debug("closing the confluent producer: %r", exc)
         finally:
             thread.shutdown()
-            self._settle(list(self._open))
+            self._settle(0, closed=True)  # what is left was not confirmed
 
     @staticmethod
     def _purge(producer: Producer) -> None:
@@ -313,7 +332,14 @@ class ConfluentBackend(Backend):
     # -- publishing -----------------------------------------------------------
 
     def _poll_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The producer's report thread: serve delivery reports, resolve batches per poll."""
+        """The producer's report thread: serve reports, confirm batches once the queue is empty.
+
+        ``len(producer)`` counts every record librdkafka still holds (queued, in
+        flight, or with its report not served yet). Read after ``_handed``, zero
+        means every batch counted there was delivered, or its failed records
+        reported to it. A busy producer reaches zero often: the Producer keeps a
+        few batches in flight and waits for the oldest.
+        """
         producer = self._producer
         assert producer is not None
         while not self._stop_polling.is_set():
@@ -321,28 +347,33 @@ class ConfluentBackend(Backend):
                 producer.poll(0.1)
             except Exception as exc:  # a report thread that died would hang every send
                 log.exception("confluent producer poll: %r", exc)
-            if self._settled:
-                done = self._settled.copy()  # the batches hold this list: clear, never rebind
-                self._settled.clear()
+            handed = self._handed
+            if handed > self._confirmed and len(producer) == 0:
+                self._confirmed = handed
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(self._settle, done)
+                    loop.call_soon_threadsafe(self._settle, handed)
 
-    def _settle(self, batches: list[_Batch]) -> None:
-        """On the loop: resolve confirmed (or failed) batches."""
-        for b in batches:
-            self._open.discard(b)
+    def _settle(self, upto: int, closed: bool = False) -> None:
+        """On the loop: resolve the batches numbered up to ``upto`` (all of them, closing)."""
+        keep: list[_Batch] = []
+        for b in self._open:
+            confirmed = 0 < b.end <= upto
+            if not confirmed and not closed:
+                keep.append(b)
+                continue
             if b.future.done():
                 continue
             if b.error is not None:
                 err = to_ours(KafkaException(b.error), f"publishing {b.expected} record(s)")
                 b.future.set_exception(err)
-            elif b.acked >= b.expected:
+            elif confirmed:
                 b.future.set_result(None)
             else:  # closed before the broker confirmed them
                 b.future.set_exception(BusUnavailable(
-                    f"closed with {b.expected - b.acked} record(s) not confirmed"))
+                    f"closed before the broker confirmed {b.expected} record(s)"))
             if b.future.done() and not b.future.cancelled():
                 b.future.exception()  # nobody may be waiting any more: never "never retrieved"
+        self._open = keep
         if self._progress is not None:
             self._progress.set()
 
@@ -360,34 +391,47 @@ class ConfluentBackend(Backend):
             await self.connect()
         producer = self._producer
         assert producer is not None
-        new_topics = {r.topic for r in records} - self._known_topics
+        topics = {r.topic for r in records}
+        new_topics = topics - self._known_topics
         if new_topics:
             await self._learn(new_topics)
+        # A keyless batch goes to one partition, in order (keyed records: librdkafka's
+        # murmur2). librdkafka's own sticky choice for keyless records picks again for
+        # each record while the partition's leader is not connected yet (the first
+        # sends of a producer), scattering a batch over every partition.
+        turn, counts = self._turn, self._partitions
+        self._turn += 1
+        spread = {t: turn % counts[t] if t in counts else _ANY_PARTITION for t in topics}
         loop = asyncio.get_running_loop()
-        batch = _Batch(loop.create_future(), len(records), self._settled)
+        batch = _Batch(loop.create_future(), len(records))
         if not records:
             batch.future.set_result(None)
             return batch.future
-        self._open.add(batch)
+        self._open.append(batch)
         report = batch.report
         produce = producer.produce
         try:
             for r in records:
+                part = _ANY_PARTITION if r.key is not None else spread[r.topic]
                 try:
+                    # Positional (topic, value, key, partition, on_delivery): librdkafka's
+                    # client parses keyword arguments for each call, ~0.5 us a record.
                     if r.headers:
-                        produce(r.topic, r.value, r.key, on_delivery=report,
-                                headers=list(r.headers))
+                        produce(r.topic, r.value, r.key, part, report, None, 0,
+                                list(r.headers))
                     else:
-                        produce(r.topic, r.value, r.key, on_delivery=report)
+                        produce(r.topic, r.value, r.key, part, report)
                 except BufferError:
-                    await self._produce_when_room(produce, r, report)
+                    await self._produce_when_room(produce, r, part, report)
         except BaseException as exc:
             # Records handed over still get reports, which find the batch abandoned.
-            self._open.discard(batch)
+            self._open.remove(batch)
             batch.future.cancel()
             if isinstance(exc, BusError | asyncio.CancelledError):
                 raise
             raise_ours(exc, f"publishing {len(records)} record(s)")
+        batch.end = self._handed + 1
+        self._handed = batch.end  # after the last produce(): the poll thread may count it now
         return batch.future
 
     async def _learn(self, topics: set[str]) -> None:
@@ -395,23 +439,38 @@ class ConfluentBackend(Backend):
 
         librdkafka partitions the records of a topic it knows nothing about one
         by one as its metadata arrives, scattering a keyless batch over every
-        partition; once the partitions are known, sticky partitioning keeps a
-        batch together (in order), as on kafka://. If the broker does not
-        answer, the records go out anyway (librdkafka holds them until it does).
+        partition; once the partitions are known, a keyless batch goes to one
+        of them (in order), as on kafka://. A topic the broker is still
+        creating (the first answer has no partitions, or no leaders yet) is asked
+        again, for up to ``_LEARN_WAIT`` s. If the broker does not answer, the
+        records go out anyway (librdkafka holds them until it does).
         """
         producer, thread = self._producer, self._thread
         assert producer is not None and thread is not None
+        loop = asyncio.get_running_loop()
         for topic in sorted(topics):
-            try:
-                await bounded(thread.run(producer.list_topics, topic, self.connect_timeout),
-                              self.connect_timeout + 5, f"metadata of {topic}")
-            except Exception as exc:
-                log.debug("no metadata for %s yet: %r", topic, exc)
-                return
+            deadline = loop.time() + min(self.connect_timeout, _LEARN_WAIT)
+            while True:
+                try:
+                    meta = await bounded(
+                        thread.run(producer.list_topics, topic, self.connect_timeout),
+                        self.connect_timeout + 5, f"metadata of {topic}")
+                except Exception as exc:
+                    log.debug("no metadata for %s yet: %r", topic, exc)
+                    return
+                info = meta.topics.get(topic)
+                if info is not None and info.error is None and info.partitions and all(
+                        p.error is None and p.leader >= 0 for p in info.partitions.values()):
+                    self._partitions[topic] = len(info.partitions)
+                    break
+                if loop.time() >= deadline:
+                    log.debug("%s has no partitions with leaders yet: records go anyway", topic)
+                    break
+                await asyncio.sleep(0.05)
             self._known_topics.add(topic)
 
     async def _produce_when_room(
-        self, produce: Callable[..., None], r: Record, report: Callable[..., None]
+        self, produce: Callable[..., None], r: Record, part: int, report: Callable[..., None]
     ) -> None:
         """librdkafka's queue is full: wait for confirmations (bounded), then hand ``r`` over."""
         assert self._progress is not None
@@ -424,7 +483,7 @@ class ConfluentBackend(Backend):
                 async with asyncio.timeout(0.05):
                     await self._progress.wait()
             try:
-                produce(r.topic, r.value, r.key, on_delivery=report, headers=headers)
+                produce(r.topic, r.value, r.key, part, report, None, 0, headers)
                 return
             except BufferError:
                 if loop.time() > deadline:
