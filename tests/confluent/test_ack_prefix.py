@@ -102,6 +102,24 @@ async def test_acks_in_any_order_commit_only_the_acknowledged_prefix() -> None:
     assert stub.commits == [{(T, P): 4}, {(T, P): 5}]
 
 
+async def test_in_order_runs_leave_at_once_and_a_repeated_ack_never_skips_a_record() -> None:
+    sub, stub = await subscription()
+    sub._assigned.add((T, 1))
+    a = fetch(sub, 0, 1, 2, 3)
+    b = sub._deliveries([Msg(o, part=1) for o in (10, 12, 13)])  # type: ignore[arg-type]
+    ack(sub, a[:2] + b)  # in order in each partition (a gap in partition 1's offsets)
+    assert stub.commits == [{(T, P): 2, (T, 1): 14}]
+    ack(sub, [a[2], a[2]])  # the same one twice in a call: 3 is still outstanding
+    assert stub.commits[-1] == {(T, P): 3}
+    ack(sub, [a[3]])
+    assert stub.commits[-1] == {(T, P): 4}
+    c = fetch(sub, 4, 5, 6)
+    ack(sub, [c[0], c[2]])  # a run with a hole: only its prefix counts
+    assert stub.commits[-1] == {(T, P): 5}
+    ack(sub, [c[1]])
+    assert stub.commits[-1] == {(T, P): 7}
+
+
 async def test_a_revocation_makes_earlier_copies_stale() -> None:
     sub, stub = await subscription()
     before = fetch(sub, 0, 1)

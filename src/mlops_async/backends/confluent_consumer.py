@@ -24,6 +24,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import groupby, islice, repeat, starmap
+from operator import attrgetter
 from typing import Any
 
 from confluent_kafka import (
@@ -57,6 +59,9 @@ _Key = tuple[str, int]
 # Loop -> thread: acknowledgements, or a rewind (nack), each with its waiter (or None).
 _Ack = tuple[str, Sequence[Delivery], "asyncio.Future[None] | None"]
 _Rewind = tuple[str, dict[_Key, int], "asyncio.Future[None] | None"]
+
+_POSITION = attrgetter("position")
+_OFFSET = attrgetter("offset")
 
 # The longest a fetch waits inside librdkafka before it looks at its inbox again.
 _SLICE = 0.1
@@ -391,36 +396,42 @@ class ConfluentSubscription(Subscription):
     def _apply(self, deliveries: Sequence[Delivery]) -> None:
         """Fold acknowledgements into the committable prefix of each partition.
 
-        Deliveries of one partition and fetch share one ``position`` tuple: the
-        partition's bookkeeping is looked up once per run of them, not per record.
+        Deliveries of one partition and fetch share one ``position``: they are
+        taken in runs of it (``groupby``), and a run that is exactly the head of
+        its partition's outstanding offsets (acknowledged in order, the common
+        case) leaves it in one comparison, not record by record.
         """
         outstanding, done_sets, to_commit = self._outstanding, self._done, self._to_commit
         changed = self._changed_at
         touched = set()
-        last_pos: object = None
-        key: _Key = ("", 0)
-        q: deque[int] | None = None
-        done: set[int] = set()
-        stale = False
-        for d in deliveries:
-            pos = d.position
-            if pos is not last_pos:
-                last_pos = pos
-                key, fetched_in = pos
-                stale = fetched_in < changed  # owned only if owns() says so, record by record
-                q = outstanding.get(key)
-                done = done_sets.get(key, done)
-            if q is None or (stale and not self.owns(d)):
-                continue  # its partition moved on (or was rewound): read again
-            if not q:
+        for (key, fetched_in), group in groupby(deliveries, _POSITION):
+            q = outstanding.get(key)
+            if q is None:
+                continue  # its partition moved on: read again by its new owner
+            if fetched_in < changed:  # owned only if owns() says so, record by record
+                group = filter(self.owns, group)
+            offsets = list(map(_OFFSET, group))
+            n = len(offsets)
+            if not n or not q:
                 continue
-            offset, head = d.offset, q[0]
-            if offset == head and not done:  # in order: the common case
-                q.popleft()
-                to_commit[key] = head + 1
-            elif isinstance(offset, int) and offset >= head:  # below: committed already
-                done.add(offset)
-                touched.add(key)
+            done = done_sets[key]
+            if not done and offsets[0] == q[0] and n <= len(q) and offsets == list(islice(q, n)):
+                if n == len(q):
+                    q.clear()
+                else:  # n calls of popleft() in C: deque(maxlen=0) only drains the iterator
+                    deque(starmap(q.popleft, repeat((), n)), maxlen=0)
+                to_commit[key] = offsets[-1] + 1
+                continue
+            for offset in offsets:
+                if not q:
+                    break
+                head = q[0]
+                if offset == head and not done:  # in order
+                    q.popleft()
+                    to_commit[key] = head + 1
+                elif isinstance(offset, int) and offset >= head:  # below: committed already
+                    done.add(offset)
+                    touched.add(key)
         for key in touched:
             q, done = outstanding[key], done_sets[key]
             last = None
