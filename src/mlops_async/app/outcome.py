@@ -214,81 +214,80 @@ class Outcomes:
         started = clock()
         fast = self._fast_targets(route0)
         for route, d in items:
-            if route is not route0:  # another handler's input: settle ours first
-                if ds or waits:
-                    await self._settle_run(route0, ds, firsts, waits, started)
-                    ds, firsts, waits = [], {}, []
-                    add = ds.append
-                started = clock()
-                route0, fast = route, self._fast_targets(route)
-                assert route.consumer is not None
-                decode = route.consumer.decode
-            elif ds and clock() - started > RUN_SETTLE:
-                # A slow run: what is finished is settled before the next handler
-                # starts; an acknowledgement lags by RUN_SETTLE plus one call at most.
-                await self._settle_run(route0, ds, firsts, waits, started)
-                ds, firsts, waits = [], {}, []
-                add = ds.append
-                started = clock()
             try:
-                msg = decode(d)
-            except (DecodeError, MessageTooLarge) as exc:
-                await self.invalid(route, d, exc)
-                continue
-            try:
-                if m is None:
-                    result = await (route.fn(msg) if route.is_async else self._call(route, msg))
-                else:
-                    t0 = clock()
-                    result = await (route.fn(msg) if route.is_async else self._call(route, msg))
-                    m.timed("component", clock() - t0)
-                if result is None:
-                    add(d)
+                if route is not route0 or (ds and clock() - started > RUN_SETTLE):
+                    # Another handler's input, or a slow run: settle what is finished
+                    # first (an acknowledgement lags by RUN_SETTLE plus one call at most).
+                    if ds or waits:
+                        done, done_firsts, done_waits = ds, firsts, waits
+                        ds, firsts, waits = [], {}, []  # swapped first: see _settle_cancelled
+                        add = ds.append
+                        await self._settle_run(route0, done, done_firsts, done_waits, started)
+                    started = clock()
+                    if route is not route0:
+                        route0, fast = route, self._fast_targets(route)
+                        assert route.consumer is not None
+                        decode = route.consumer.decode
+                try:
+                    msg = decode(d)
+                except (DecodeError, MessageTooLarge) as exc:
+                    await self.invalid(route, d, exc)
                     continue
-                # One (queue, message) of the queue's schema, seen before: checked and
-                # queued inline. Anything else goes through _check_outputs/_publish.
-                if (result.__class__ is list and len(result) == 1
-                        and (item := result[0]).__class__ is tuple and len(item) == 2
-                        and (target := fast.get(item[0])) is not None
-                        and item[1].__class__ is target[2]):
-                    producer, topic, _ = target
-                    if producer in firsts:
-                        if not producer.try_send(item[1], topic, d.key):
-                            await producer.send(item[1], topic=topic, key=d.key)
+                try:
+                    if m is None:
+                        result = await (route.fn(msg) if route.is_async
+                                        else self._call(route, msg))
                     else:
-                        first = producer.sequence + 1
-                        if not producer.try_send(item[1], topic, d.key):
-                            await producer.send(item[1], topic=topic, key=d.key)
-                        firsts[producer] = first  # only once something is queued
-                    published += 1
-                    if m is not None:
-                        m.produced_to(route.input, item[0], 1)
-                else:
-                    confirmation = await self._publish(route, self._check_outputs(route, result),
-                                                       d.key)
-                    fast = self._fast_targets(route)
-                    if isinstance(confirmation, tuple):
-                        producer, first, _ = confirmation
-                        firsts.setdefault(producer, first)
-                    elif confirmation is not None:
-                        waits.append(confirmation)
-                add(d)
+                        t0 = clock()
+                        result = await (route.fn(msg) if route.is_async
+                                        else self._call(route, msg))
+                        m.timed("component", clock() - t0)
+                    if result is None:
+                        add(d)
+                        continue
+                    # One (queue, message) of the queue's schema, seen before: checked
+                    # and queued inline. Anything else goes through _check_outputs.
+                    if (result.__class__ is list and len(result) == 1
+                            and (item := result[0]).__class__ is tuple and len(item) == 2
+                            and (target := fast.get(item[0])) is not None
+                            and item[1].__class__ is target[2]):
+                        producer, topic, _ = target
+                        if producer in firsts:
+                            if not producer.try_send(item[1], topic, d.key):
+                                await producer.send(item[1], topic=topic, key=d.key)
+                        else:
+                            first = producer.sequence + 1
+                            if not producer.try_send(item[1], topic, d.key):
+                                await producer.send(item[1], topic=topic, key=d.key)
+                            firsts[producer] = first  # only once something is queued
+                        published += 1
+                        if m is not None:
+                            m.produced_to(route.input, item[0], 1)
+                    else:
+                        confirmation = await self._publish(
+                            route, self._check_outputs(route, result), d.key)
+                        fast = self._fast_targets(route)
+                        if isinstance(confirmation, tuple):
+                            producer, first, _ = confirmation
+                            firsts.setdefault(producer, first)
+                        elif confirmation is not None:
+                            waits.append(confirmation)
+                    add(d)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Ack, Retry, a handler error, a bad output: this input alone takes
+                    # the full path (retries, dead letters) and settles itself.
+                    await self.handle(route, msg, d, failed=exc)
             except asyncio.CancelledError:
                 if ds or waits:  # shutdown: what this run finished is not redelivered
                     self._settle_cancelled(route0, ds, firsts, waits, started)
                 raise
-            except Exception as exc:
-                # Ack, Retry, a handler error, a bad output: this input alone takes the
-                # full path (retries, dead letters) and settles itself.
-                try:
-                    await self.handle(route, msg, d, failed=exc)
-                except asyncio.CancelledError:
-                    if ds or waits:
-                        self._settle_cancelled(route0, ds, firsts, waits, started)
-                    raise
-                except Exception:
-                    route.last_error = "handling failed; see the log"
-                    log.exception("app %s: handling %s failed", self.app, d.where())
+            except Exception:
+                # Unexpected (a dead letter that cannot be sent...): this input stays
+                # unacknowledged, delivered again; the rest of the run goes on.
+                route.last_error = "handling failed; see the log"
+                log.exception("app %s: handling %s failed", self.app, d.where())
         self.published += published
         if ds or waits:
             await self._settle_run(route0, ds, firsts, waits, started)
@@ -307,16 +306,7 @@ class Outcomes:
     async def _settle_run(self, route: Route, ds: list[Delivery],
                           firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]],
                           started: float) -> None:
-        confirmation: Confirmation | None
-        if not firsts and not waits:
-            confirmation = None
-        elif len(firsts) == 1 and not waits:
-            ((producer, first),) = firsts.items()
-            confirmation = producer, first, producer.sequence
-        else:
-            confirmation = asyncio.gather(
-                *waits, *(p.confirmed(first, p.sequence) for p, first in firsts.items()))
-        await self._settle_inputs(route, tuple(ds), confirmation, started)
+        await self._settle_inputs(route, tuple(ds), _run_confirmation(firsts, waits), started)
 
     async def _give_up(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
                        reason: str, started: float, msg: Any) -> None:
@@ -376,20 +366,14 @@ class Outcomes:
         Its unconfirmed slot is taken even if none is free: a one-off past the bound
         at shutdown, rather than redelivering inputs that were done.
         """
-        if not firsts and not waits:
-            route_consumer = route.consumer
-            assert route_consumer is not None
+        confirmation = _run_confirmation(firsts, waits)
+        if confirmation is None:
+            consumer = route.consumer
+            assert consumer is not None
             self.processed += len(ds)
-            route_consumer.ack_nowait(*ds)
+            consumer.ack_nowait(*ds)
             return
         self._unconfirmed.free -= 1
-        confirmation: Confirmation
-        if len(firsts) == 1 and not waits:
-            ((producer, first),) = firsts.items()
-            confirmation = producer, first, producer.sequence
-        else:
-            confirmation = asyncio.gather(
-                *waits, *(p.confirmed(first, p.sequence) for p, first in firsts.items()))
         self._await_confirmation(route, tuple(ds), confirmation, started)
 
     # -- a batch ----------------------------------------------------------------
@@ -628,6 +612,18 @@ class Outcomes:
         await consumer.ack(*ds)
         if self.metrics is not None:
             self.metrics.timed("cycle", time.perf_counter() - started)
+
+
+def _run_confirmation(firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]]
+                      ) -> Confirmation | None:
+    """What a run's inputs wait on: its first sequence number per producer, up to now."""
+    if not firsts and not waits:
+        return None
+    if len(firsts) == 1 and not waits:
+        ((producer, first),) = firsts.items()
+        return producer, first, producer.sequence
+    return asyncio.gather(
+        *waits, *(p.confirmed(first, p.sequence) for p, first in firsts.items()))
 
 
 def _reason(exc: BaseException) -> str:
