@@ -318,10 +318,12 @@ class Consumer(AsyncResource, Generic[M]):
             # The clock is read for the first finished message and then every 64th
             # only: the bound stays commit_interval plus 64 messages' time (the
             # ticker covers a caller that yields).
+            # With the buffer empty the refill below carries them (one round trip with
+            # the next read where the backend can: Redis writes XACK and XREADGROUP together).
             n = len(finished)
-            if n >= self._prefetch or (
+            if self._buf and (n >= self._prefetch or (
                 n & 63 == 1 and time.monotonic() - self._last_ack > self._commit_interval
-            ):
+            )):
                 async with self._lock:
                     await self._ack_finished()
         # The common case inline (one coroutine less per message): a buffered,
