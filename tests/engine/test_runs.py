@@ -21,6 +21,21 @@ def bus() -> str:
     return f"memory://runs-{uuid.uuid4().hex[:8]}"
 
 
+async def redelivered(url: str, expect: int = 0) -> list[int]:
+    """The seqs the same group is handed again (what was never acknowledged)."""
+    seen: list[int] = []
+    app = typed_app(url)
+
+    @app.handler(input="raw", outputs=[])
+    async def again(e: RawEvent) -> None:
+        seen.append(e.seq)
+
+    async with app:
+        await wait_for(lambda: len(seen) >= expect)
+        await asyncio.sleep(0.3)
+    return seen
+
+
 async def test_keyless_inputs_still_run_concurrently() -> None:
     """Workers take runs of the waiting inputs, not all of them: max_concurrency holds."""
     url = bus()
@@ -67,16 +82,7 @@ async def test_a_failing_input_leaves_the_rest_of_its_run_alone() -> None:
     assert len(letters) == 1 and letters[0].error_type == "ValueError"
     assert letters[0].attempts == 2
     # Every input was acknowledged: the same group reads nothing more.
-    seen: list[int] = []
-    app2 = typed_app(url)
-
-    @app2.handler(input="raw", outputs=[])
-    async def again(e: RawEvent) -> None:
-        seen.append(e.seq)
-
-    async with app2:
-        await asyncio.sleep(0.3)
-    assert seen == []
+    assert await redelivered(url) == []
 
 
 async def test_mixed_outcomes_in_one_run_are_all_published_and_acknowledged() -> None:
@@ -214,16 +220,7 @@ async def test_bad_records_in_a_run_are_decoded_late_and_dealt_with_alone() -> N
     assert sorted(f.seq for f in out) == seen
     assert len(letters) == 1 and letters[0].original == b"\x01\xc1 not msgpack"
     assert letters[0].error_type == "DecodeError" and "raw[0]@3" in letters[0].error
-    again: list[int] = []
-    app2 = typed_app(url)
-
-    @app2.handler(input="raw", outputs=[])
-    async def later(e: RawEvent) -> None:
-        again.append(e.seq)
-
-    async with app2:
-        await asyncio.sleep(0.3)
-    assert again == []  # every input was acknowledged, the bad ones included
+    assert await redelivered(url) == []  # every input was acknowledged, bad ones included
 
 
 async def test_a_run_cut_short_by_shutdown_acknowledges_what_it_finished() -> None:
@@ -242,14 +239,5 @@ async def test_a_run_cut_short_by_shutdown_acknowledges_what_it_finished() -> No
     await send(url, "raw", [RawEvent("k", 1, i) for i in range(8)], key=lambda e: e.user)
     assert len(await read(url, "features", Feature, 5)) == 5
     await app.stop()
-    again: list[int] = []
-    app2 = typed_app(url)
-
-    @app2.handler(input="raw", outputs=[])
-    async def later(e: RawEvent) -> None:
-        again.append(e.seq)
-
-    async with app2:
-        await wait_for(lambda: len(again) >= 3)
-        await asyncio.sleep(0.2)
-    assert again == [5, 6, 7]  # the hung one and those after it, never 0..4
+    # The hung one and those after it come again, never 0..4.
+    assert await redelivered(url, 3) == [5, 6, 7]
