@@ -128,6 +128,9 @@ class Consumer(AsyncResource, Generic[M]):
         # The one ``async for`` handed out last with auto commit: a slot, not a dict
         # entry, on the per-message path. Finished when the next one is asked for.
         self._held: Delivery | None = None
+        # The batch ``batches()`` handed out last with auto commit: one list, not a dict
+        # entry per message. Finished when the next batch is asked for.
+        self._batch: list[Delivery] = []
         self._finished: list[Delivery] = []  # finished, not yet acknowledged
         self._last_ack = 0.0
         self._started = False
@@ -313,7 +316,7 @@ class Consumer(AsyncResource, Generic[M]):
             if held is not None:
                 finished.append(held)
                 self._held = None
-            if self._inflight:
+            if self._inflight or self._batch:
                 self._finish_in_hand()
             # The clock is read for the first finished message and then every 64th
             # only: the bound stays commit_interval plus 64 messages' time (the
@@ -390,7 +393,7 @@ class Consumer(AsyncResource, Generic[M]):
                 if self._ack_due():
                     async with self._lock:
                         await self._ack_finished()
-            batch, _ = await self._take(max_messages, max_wait, wait=True)
+            batch, _ = await self._take(max_messages, max_wait, wait=True, hold=self._auto)
             if not batch:
                 return  # closed
             yield batch
@@ -435,8 +438,8 @@ class Consumer(AsyncResource, Generic[M]):
         """
         await self._invalid(d, exc)
 
-    async def _take(self, n: int, max_wait: float, *, wait: bool, decode: bool = True
-                    ) -> tuple[list[M], list[Delivery]]:
+    async def _take(self, n: int, max_wait: float, *, wait: bool, decode: bool = True,
+                    hold: bool = False) -> tuple[list[M], list[Delivery]]:
         # Messages count as in hand only once the batch is returned: until then a
         # cancellation or a close puts them back, so none is acknowledged unseen.
         msgs: list[M] = []
@@ -447,7 +450,10 @@ class Consumer(AsyncResource, Generic[M]):
             self._buf.extendleft(reversed(deliveries))
             raise
         self._unhold()
-        self._inflight.update(zip(map(id, deliveries), deliveries, strict=True))
+        if hold and not self._batch:
+            self._batch = deliveries  # auto commit: finished whole at the next batch
+        else:
+            self._inflight.update(zip(map(id, deliveries), deliveries, strict=True))
         self.received += len(deliveries)
         return msgs, deliveries
 
@@ -503,6 +509,8 @@ class Consumer(AsyncResource, Generic[M]):
         """
         if self._held is not None:
             return self._held
+        if self._batch:
+            return self._batch[-1]
         inflight = self._inflight
         return next(reversed(inflight.values())) if inflight else None
 
@@ -511,7 +519,7 @@ class Consumer(AsyncResource, Generic[M]):
         """The envelopes of every message in hand, in the order they were handed out
         (the list ``get_messages`` returned, or the current batch)."""
         held = [] if self._held is None else [self._held]
-        return [*self._inflight.values(), *held]
+        return [*self._inflight.values(), *self._batch, *held]
 
     async def receive(self) -> tuple[M, Delivery]:
         """The next message and its delivery, for code that acknowledges each one itself.
@@ -529,8 +537,8 @@ class Consumer(AsyncResource, Generic[M]):
         for d in deliveries:
             if d is held:
                 self._held = held = None
-            else:
-                inflight.pop(id(d), None)
+            elif inflight.pop(id(d), None) is None and self._batch:
+                self._unbatch(d)
         self._finished.extend(deliveries)
 
     async def nack(self, *deliveries: Delivery) -> None:
@@ -651,7 +659,7 @@ class Consumer(AsyncResource, Generic[M]):
             "dead_lettered": self.dead_lettered,
             "tombstones": self.tombstones,
             "buffered": len(self._buf),
-            "unacknowledged": len(self._inflight) + len(self._finished)
+            "unacknowledged": len(self._inflight) + len(self._finished) + len(self._batch)
             + (self._held is not None),
             "outage": self._outage.active,
         }
@@ -663,6 +671,9 @@ class Consumer(AsyncResource, Generic[M]):
         if self._inflight:
             self._finished.extend(self._inflight.values())
             self._inflight.clear()
+        if self._batch:
+            self._finished.extend(self._batch)
+            self._batch = []
         if self._held is not None:
             self._finished.append(self._held)
             self._held = None
@@ -678,8 +689,15 @@ class Consumer(AsyncResource, Generic[M]):
         """``d`` is no longer in hand (acked or nacked by the caller)."""
         if self._held is d:
             self._held = None
-        else:
-            self._inflight.pop(id(d), None)
+        elif self._inflight.pop(id(d), None) is None and self._batch:
+            self._unbatch(d)
+
+    def _unbatch(self, d: Delivery) -> None:
+        """Take ``d`` out of the batch in hand (acked or nacked on its own: rare)."""
+        for i, x in enumerate(self._batch):
+            if x is d:
+                del self._batch[i]
+                return
 
     def _drop_revoked(self) -> None:
         sub = self._sub
