@@ -252,13 +252,10 @@ class Outcomes:
                             and (target := fast.get(item[0])) is not None
                             and item[1].__class__ is target[2]):
                         producer, topic, _ = target
-                        if producer in firsts:
-                            if not producer.try_send(item[1], topic, d.key):
-                                await producer.send(item[1], topic=topic, key=d.key)
-                        else:
-                            first = producer.sequence + 1
-                            if not producer.try_send(item[1], topic, d.key):
-                                await producer.send(item[1], topic=topic, key=d.key)
+                        first = 0 if producer in firsts else producer.sequence + 1
+                        if not producer.try_send(item[1], topic, d.key):
+                            await producer.send(item[1], topic=topic, key=d.key)
+                        if first:
                             firsts[producer] = first  # only once something is queued
                         published += 1
                         if m is not None:
@@ -306,7 +303,7 @@ class Outcomes:
     async def _settle_run(self, route: Route, ds: list[Delivery],
                           firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]],
                           started: float) -> None:
-        await self._settle_inputs(route, tuple(ds), _run_confirmation(firsts, waits), started)
+        await self._settle_inputs(route, tuple(ds), _confirmation(firsts, waits), started)
 
     async def _give_up(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
                        reason: str, started: float, msg: Any) -> None:
@@ -366,7 +363,7 @@ class Outcomes:
         Its unconfirmed slot is taken even if none is free: a one-off past the bound
         at shutdown, rather than redelivering inputs that were done.
         """
-        confirmation = _run_confirmation(firsts, waits)
+        confirmation = _confirmation(firsts, waits)
         if confirmation is None:
             consumer = route.consumer
             assert consumer is not None
@@ -542,10 +539,7 @@ class Outcomes:
         if self.metrics is not None:
             for qname, count in Counter(queue.name for queue, _ in outputs).items():
                 self.metrics.produced_to(route.input, qname, count)
-        if len(firsts) == 1:
-            ((producer, first),) = firsts.items()
-            return producer, first, producer.sequence
-        return asyncio.gather(*(p.confirmed(first, p.sequence) for p, first in firsts.items()))
+        return _confirmation(firsts, [])
 
     async def dead_letter(self, route: Route, d: Delivery, exc: BaseException, attempts: int,
                           reason: str) -> None:
@@ -614,9 +608,11 @@ class Outcomes:
             self.metrics.timed("cycle", time.perf_counter() - started)
 
 
-def _run_confirmation(firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]]
-                      ) -> Confirmation | None:
-    """What a run's inputs wait on: its first sequence number per producer, up to now."""
+def _confirmation(firsts: dict[Producer[Any], int], waits: list[asyncio.Future[Any]]
+                  ) -> Confirmation | None:
+    """What inputs wait on for outputs queued from ``firsts`` (the first sequence number
+    per producer) up to now, and for ``waits``: sequence numbers if one producer, else a
+    future."""
     if not firsts and not waits:
         return None
     if len(firsts) == 1 and not waits:
