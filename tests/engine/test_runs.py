@@ -239,5 +239,6 @@ async def test_a_run_cut_short_by_shutdown_acknowledges_what_it_finished() -> No
     await send(url, "raw", [RawEvent("k", 1, i) for i in range(8)], key=lambda e: e.user)
     assert len(await read(url, "features", Feature, 5)) == 5
     await app.stop()
+    assert app._outcomes is not None and app._outcomes.published == 5  # counted, too
     # The hung one and those after it come again, never 0..4.
     assert await redelivered(url, 3) == [5, 6, 7]

@@ -277,6 +277,7 @@ class Outcomes:
                     # the full path (retries, dead letters) and settles itself.
                     await self.handle(route, msg, d, failed=exc)
             except asyncio.CancelledError:
+                self.published += published
                 if ds or waits:  # shutdown: what this run finished is not redelivered
                     self._settle_cancelled(route0, ds, firsts, waits, started)
                 raise
