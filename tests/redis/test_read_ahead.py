@@ -65,13 +65,21 @@ def offsets(ds: list[Delivery]) -> list[str]:
     return [str(d.offset) for d in ds]
 
 
-async def test_a_batch_is_handed_out_with_the_next_read_already_sent(redis_url: str) -> None:
-    topic, group = name("ra"), name("g")
-    await produce(redis_url, topic, 30)
-    be, sub = await open_sub(redis_url, topic, group)
+async def ten_handed_and_a_read_ahead(url: str, topic: str, group: str
+                                      ) -> tuple[RedisBackend, _GroupSubscription,
+                                                 list[Delivery]]:
+    """30 entries; a first fetch of 10, and the read sent with it holding more on the server."""
+    await produce(url, topic, 30)
+    be, sub = await open_sub(url, topic, group)
     first = await sub.fetch(10, 1.0)
     assert len(first) == 10
-    await read_ahead_took_entries(redis_url, topic, group, 10)
+    await read_ahead_took_entries(url, topic, group, 10)
+    return be, sub, first
+
+
+async def test_a_batch_is_handed_out_with_the_next_read_already_sent(redis_url: str) -> None:
+    topic, group = name("ra"), name("g")
+    be, sub, first = await ten_handed_and_a_read_ahead(redis_url, topic, group)
     # Read ahead, not acknowledged: all 20 pending until the consumer acks.
     assert len(await pending_ids(redis_url, topic, group)) == 20
     await sub.ack(first)
@@ -84,10 +92,7 @@ async def test_a_batch_is_handed_out_with_the_next_read_already_sent(redis_url: 
 
 async def test_a_read_ahead_whose_reply_is_lost_is_read_again(redis_url: str) -> None:
     topic, group = name("ra"), name("g")
-    await produce(redis_url, topic, 30)
-    be, sub = await open_sub(redis_url, topic, group)
-    first = await sub.fetch(10, 1.0)
-    await read_ahead_took_entries(redis_url, topic, group, 10)
+    be, sub, first = await ten_handed_and_a_read_ahead(redis_url, topic, group)
     # The read-ahead's entries are now pending on this consumer; its reply dies
     # with the task that would have read it.
     assert sub._ahead is not None
@@ -103,10 +108,7 @@ async def test_a_read_ahead_whose_reply_is_lost_is_read_again(redis_url: str) ->
 
 async def test_a_read_ahead_whose_connection_drops_is_read_again(redis_url: str) -> None:
     topic, group = name("ra"), name("g")
-    await produce(redis_url, topic, 30)
-    be, sub = await open_sub(redis_url, topic, group)
-    first = await sub.fetch(10, 1.0)
-    await read_ahead_took_entries(redis_url, topic, group, 10)
+    be, sub, first = await ten_handed_and_a_read_ahead(redis_url, topic, group)
     conn = sub._conn
     assert isinstance(conn, Connection)
     await conn.disconnect()  # as if the network dropped it
