@@ -837,10 +837,7 @@ class _KafkaSubscription(Subscription):
 
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit in the background: ``ack`` returns without a round trip to the broker."""
-        pending = self._pending
-        for tp, offset in offsets.items():
-            if offset > pending.get(tp, -1):
-                pending[tp] = offset
+        _keep_highest(self._pending, offsets)
         if not self._closed and (self._committer is None or self._committer.done()):
             self._committer = asyncio.get_running_loop().create_task(
                 self._commit_pending(), name="mlops_async.kafka.commit")
@@ -851,9 +848,7 @@ class _KafkaSubscription(Subscription):
             try:
                 await self._commit(offsets)
             except BusError as exc:
-                for tp, offset in offsets.items():  # sent again with the next commit
-                    if offset > self._pending.get(tp, -1):
-                        self._pending[tp] = offset
+                _keep_highest(self._pending, offsets)  # sent again with the next commit
                 log.warning("commit deferred: %s", exc)
                 return
 
@@ -863,11 +858,8 @@ class _KafkaSubscription(Subscription):
         if committer is not None and not committer.done():
             await asyncio.wait([committer])  # its failure is logged and put back in pending
         offsets = self._advance(only)
-        for tp in list(self._pending):
-            if only is None or tp in only:
-                offset = self._pending.pop(tp)
-                if offset > offsets.get(tp, -1):
-                    offsets[tp] = offset
+        _keep_highest(offsets, {tp: self._pending.pop(tp) for tp in list(self._pending)
+                                if only is None or tp in only})
         if offsets:
             await self._commit(offsets)
 
@@ -897,3 +889,10 @@ class _KafkaSubscription(Subscription):
                 self._committer.cancel()
                 await asyncio.gather(self._committer, return_exceptions=True)
         await _bounded_stop(self.consumer)
+
+
+def _keep_highest(into: dict[TopicPartition, int], offsets: dict[TopicPartition, int]) -> None:
+    """Merge next offsets to commit: a partition keeps the highest (commits never go back)."""
+    for tp, offset in offsets.items():
+        if offset > into.get(tp, -1):
+            into[tp] = offset
