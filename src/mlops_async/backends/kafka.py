@@ -31,6 +31,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -479,18 +480,16 @@ class KafkaBackend(Backend):
             groups.setdefault((r.topic, p), []).append(r)  # type: ignore[attr-defined]
         futures = []
         for (topic, p), recs in groups.items():
-            batch = producer.create_batch()
-            for r in recs:
-                headers = list(r.headers) if r.headers else []
-                if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
-                    if batch.record_count() == 0:
-                        default = _PRODUCER_DEFAULTS["max_batch_size"]
-                        limit = self._options.get("max_batch_size", default)
-                        raise MessageTooLarge(len(r.value), limit, topic)
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)
-            futures.append(await producer.send_batch(batch, topic, partition=p))
+            done = 0
+            while done < len(recs):
+                batch = producer.create_batch()
+                added = _fill(batch, recs, done)
+                if not added:
+                    default = _PRODUCER_DEFAULTS["max_batch_size"]
+                    limit = self._options.get("max_batch_size", default)
+                    raise MessageTooLarge(len(recs[done].value), limit, topic)
+                done += added
+                futures.append(await producer.send_batch(batch, topic, partition=p))
         return futures
 
     # -- consuming ------------------------------------------------------------
@@ -889,6 +888,42 @@ class _KafkaSubscription(Subscription):
                 self._committer.cancel()
                 await asyncio.gather(self._committer, return_exceptions=True)
         await _bounded_stop(self.consumer)
+
+
+_NO_HEADERS: list[tuple[str, bytes]] = []  # read, never written, by the record builder
+
+
+def _fill(batch: Any, records: Sequence[Record], start: int) -> int:
+    """Append ``records[start:]`` to an aiokafka batch until it is full; how many went in.
+
+    The batch's record builder (aiokafka's C extension when it is built) is
+    called directly: ``BatchBuilder.append``, the public wrapper around it,
+    costs as much again per record in Python (keywords, a serializer hop) and
+    the producer sets no serializers for it to apply. A batch without that
+    builder (another aiokafka) goes through the public method.
+    """
+    builder = getattr(batch, "_builder", None)
+    if builder is None or not hasattr(batch, "_relative_offset") or not hasattr(batch, "_closed"):
+        added = 0
+        for r in islice(records, start, None):
+            headers = list(r.headers) if r.headers else []
+            if batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
+                break
+            added += 1
+        return added
+    if batch._closed:  # full already: BatchBuilder.append would refuse it too
+        return 0
+    append = builder.append
+    n: int = batch._relative_offset
+    first = n
+    for r in islice(records, start, None):
+        h = r.headers
+        if append(n, None, r.key, r.value, list(h) if h else _NO_HEADERS) is None:
+            batch.close()  # full: as BatchBuilder.append leaves it
+            break
+        n += 1
+    batch._relative_offset = n
+    return n - first
 
 
 def _keep_highest(into: dict[TopicPartition, int], offsets: dict[TopicPartition, int]) -> None:
