@@ -16,6 +16,7 @@ checked before any decoding happens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, Literal
 
 import msgspec
@@ -130,6 +131,27 @@ class Codec(Generic[T]):
             force_setattr(msg, "topic", topic)  # type: ignore[arg-type]
         return msg
 
+    def decode_many(self, values: Sequence[Any], topics: Sequence[str]) -> list[T] | None:
+        """:meth:`decode` of every value, each recorded with its topic; None if any one
+        needs to be decoded on its own.
+
+        The batch path: one pass over well-formed msgpack payloads without a call
+        per message. It never raises: a null, another marker, a payload at or over
+        ``_COPY_BELOW`` bytes or anything invalid makes it return None, and the
+        caller decodes one by one, which says what is wrong with which.
+        """
+        dec = self._mp_dec.decode
+        limit = min(self.max_size, _COPY_BELOW - 1)
+        try:
+            msgs = [dec(v[1:]) if v[0] == MSGPACK_V1 and len(v) <= limit else _one_by_one()
+                    for v in values]
+        except Exception:
+            return None
+        if self._has_topic:
+            for msg, topic in zip(msgs, topics, strict=True):
+                force_setattr(msg, "topic", topic)  # type: ignore[arg-type]
+        return msgs
+
     def _decode_other(self, data: Any, size: int, where: str) -> T:
         if size > self.max_size:
             raise MessageTooLarge(size, self.max_size, where)
@@ -146,6 +168,14 @@ class Codec(Generic[T]):
             _raw(data),
             where,
         )
+
+
+class _OneByOne(Exception):
+    """decode_many(): this payload takes decode()'s path."""
+
+
+def _one_by_one() -> Any:
+    raise _OneByOne
 
 
 def _hex(marker: object) -> str:

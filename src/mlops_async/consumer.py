@@ -459,7 +459,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def _collect(self, msgs: list[M], deliveries: list[Delivery], n: int,
                        max_wait: float, wait: bool, decode_now: bool = True) -> None:
-        decode = self._codec.decode
+        decode, decode_many = self._codec.decode, self._codec.decode_many
         add_msg, add_delivery = msgs.append, deliveries.append
         loop = asyncio.get_running_loop()
         deadline: float | None = None
@@ -475,6 +475,15 @@ class Consumer(AsyncResource, Generic[M]):
             if not decode_now:  # receive_deliveries: the caller decodes
                 deliveries.extend([popleft() for _ in range(k)])
                 k = 0
+            elif k > 1:  # one pass for the lot; a chunk with a bad one goes one by one below
+                chunk = [popleft() for _ in range(k)]
+                got = decode_many([d.value for d in chunk], [d.topic for d in chunk])
+                if got is None:
+                    buf.extendleft(reversed(chunk))
+                else:
+                    msgs += got
+                    deliveries += chunk
+                    k = 0
             for _ in range(k):
                 d = popleft()
                 try:

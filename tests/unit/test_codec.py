@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_async import Codec, DecodeError, EncodeError, MessageTooLarge, MessageType, MLOpsMessage
+from mlops_async import (
+    Codec,
+    DecodeError,
+    EncodeError,
+    MessageTooLarge,
+    MessageType,
+    MLOpsMessage,
+)
 from mlops_async.codec import JSON_V1, MSGPACK_V1
 
 from ..conftest import make_msg
@@ -184,3 +191,38 @@ def test_bad_options_rejected() -> None:
         Codec(format="xml")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_size"):
         Codec(max_size=0)
+
+
+def test_decode_many_decodes_a_batch_with_each_topic() -> None:
+    codec: Codec[MLOpsMessage] = Codec()
+    msgs = [make_msg(i) for i in range(5)]
+    out = codec.decode_many([codec.encode(m) for m in msgs], ["a", "b", "a", "c", "a"])
+    assert out is not None
+    assert [m.user_message for m in out] == [f"record {i}" for i in range(5)]
+    assert [m.topic for m in out] == ["a", "b", "a", "c", "a"]
+    assert codec.decode_many([], []) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        None,  # a tombstone
+        b"",
+        b"\x01\xc1",  # our marker, then bytes msgpack never writes
+        b"\x09garbage",  # an unknown marker
+        b'{"user_msg": "bare json"}',  # readable, but by decode() only
+        "a str from a foreign driver",
+        b"\x01" + b"\x00" * (70 * 1024),  # a large payload: read in place by decode()
+    ],
+)
+def test_decode_many_hands_any_odd_payload_back_to_decode(odd: Any) -> None:
+    codec: Codec[MLOpsMessage] = Codec()
+    good = codec.encode(make_msg())
+    assert codec.decode_many([good, odd, good], ["t", "t", "t"]) is None
+
+
+def test_decode_many_respects_max_size() -> None:
+    codec: Codec[MLOpsMessage] = Codec(max_size=200)
+    small = codec.encode(make_msg())
+    big = small + b"\x00" * 200
+    assert codec.decode_many([small, big], ["t", "t"]) is None
