@@ -96,13 +96,15 @@ def _backend(scheme: str) -> Any:
         builtin = _BUILTIN.get(scheme)
         if builtin is not None:
             found, extra = builtin
-    plugins = {ep.name: ep.value for ep in entry_points(group="mlops_async.backends")}
-    if found is None and scheme in plugins:
+    if found is None:
+        # Only now: scanning installed packages' entry points costs tens of ms, which
+        # every Producer and Consumer of a built-in scheme would pay when it opens.
+        plugins = {ep.name: ep.value for ep in entry_points(group="mlops_async.backends")}
+        if scheme not in plugins:
+            known = ", ".join(sorted({*_BUILTIN, *_REGISTERED, *plugins}))
+            raise ConfigurationError(f"no backend for scheme {scheme!r}:// (known: {known})")
         found = plugins[scheme]
         extra = "postgres" if found.startswith("mlops_async.plugins.postgres") else None
-    if found is None:
-        known = ", ".join(sorted({*_BUILTIN, *_REGISTERED, *plugins}))
-        raise ConfigurationError(f"no backend for scheme {scheme!r}:// (known: {known})")
     return _load(found, extra) if isinstance(found, str) else found
 
 
