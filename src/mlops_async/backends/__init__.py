@@ -97,7 +97,7 @@ def _backend(scheme: str) -> Any:
         if builtin is not None:
             found, extra = builtin
     if found is None:
-        # Only now: scanning installed packages' entry points costs tens of ms, which
+        # Only now: scanning installed packages' entry points costs about 2 ms, which
         # every Producer and Consumer of a built-in scheme would pay when it opens.
         plugins = {ep.name: ep.value for ep in entry_points(group="mlops_async.backends")}
         if scheme not in plugins:
