@@ -20,7 +20,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import BusClosed, ConfigurationError
 from .base import (
@@ -212,26 +212,37 @@ class MemoryBroker:
                 continue
             pending = g.pending.setdefault(name, {})
             base = t.base
-            for off in range(cur, stop):
-                r = t.entries[off - base]
-                pending[off] = member
-                out.append(Delivery(name, 0, off, r.value, r.key, r.headers, (name, off)))
+            # No ``position`` tuple per message: a memory delivery's topic and offset
+            # say where it came from (ack and nack read those). The run is registered
+            # as pending in one C-level update rather than one store per message.
+            offsets = range(cur, stop)
+            pending.update(zip(offsets, itertools.repeat(member)))
+            out += [
+                Delivery(name, 0, off, r.value, r.key, r.headers)
+                for off, r in zip(offsets, t.entries[cur - base : stop - base], strict=True)
+            ]
             g.cursors[name] = stop
         return out
 
     def _deliver(self, g: _Group, member: int, t: _Topic, off: int) -> Delivery:
         r = t.entries[off - t.base]
         g.pending.setdefault(t.name, {})[off] = member
-        return Delivery(t.name, 0, off, r.value, r.key, r.headers, (t.name, off))
+        return Delivery(t.name, 0, off, r.value, r.key, r.headers)
 
     def ack(self, g: _Group, deliveries: Sequence[Delivery]) -> None:
         touched = set()
+        # A fetch hands out runs of one topic: look its pending up once per run. This
+        # loop noticing a change of topic measured ~20 ns/message cheaper than groupby.
+        name: str | None = None
+        pending: dict[Any, int] | None = None
         for d in deliveries:
-            name, off = d.position
-            pending = g.pending.get(name)
+            if d.topic != name:
+                name = d.topic
+                pending = g.pending.get(name)
+                if pending is not None:
+                    touched.add(name)
             if pending is not None:
-                pending.pop(off, None)
-                touched.add(name)
+                pending.pop(d.offset, None)
         for name in touched:
             t = self.topics.get(name)
             if t is not None:
@@ -241,7 +252,7 @@ class MemoryBroker:
         """Put deliveries back at the front of the group's queue, for any member."""
         back: list[tuple[str, int]] = []
         for d in deliveries:
-            name, off = d.position
+            name, off = d.topic, cast(int, d.offset)  # memory offsets are ints
             pending = g.pending.get(name)
             if pending is not None and pending.get(off) == member:
                 del pending[off]
