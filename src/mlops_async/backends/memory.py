@@ -136,19 +136,23 @@ class MemoryBroker:
         for r in records:
             by_topic.setdefault(r.topic, []).append(r)
         for name, recs in by_topic.items():
-            topic = self.topic(name)
             for start in range(0, len(recs), self.retention):
                 chunk = recs[start : start + self.retention]
-                await self._wait_for_space(topic, len(chunk))
+                topic = await self._wait_for_space(name, len(chunk))
                 topic.entries.extend(chunk)
                 self._trim(topic)
                 _wake(topic.data_waiters)
 
-    async def _wait_for_space(self, topic: _Topic, n: int) -> None:
+    async def _wait_for_space(self, name: str, n: int) -> _Topic:
+        """The topic ``name`` once it has room for ``n`` more entries."""
         while True:
+            # Looked up again after every wait: if the topic was deleted meanwhile, the
+            # records go to the topic of that name now, not to the deleted log (lost),
+            # and the wait is on a log someone will still free.
+            topic = self.topic(name)
             floor = self._floor(topic)
             if floor is None or topic.end + n - floor <= self.retention:
-                return
+                return topic
             fut = asyncio.get_running_loop().create_future()
             topic.space_waiters.append(fut)
             try:
@@ -169,6 +173,22 @@ class MemoryBroker:
                 g.cursors[topic.name] = new_base
         del topic.entries[:excess]
         topic.base = new_base
+
+    def delete_topic(self, name: str) -> None:
+        """Drop ``name`` with every group's state for it: cursor, pending, redelivery queue.
+
+        A topic created again under that name starts at offset 0, so an old offset
+        left behind would name a different record of the new log, or none.
+        """
+        t = self.topics.pop(name, None)
+        for g in self.groups.values():
+            g.cursors.pop(name, None)
+            g.pending.pop(name, None)
+            if any(n == name for n, _ in g.redeliver):
+                g.redeliver = deque(p for p in g.redeliver if p[0] != name)
+        if t is not None:
+            _wake(t.data_waiters)
+            _wake(t.space_waiters)
 
     def join(
         self, group: str | None, topics: Sequence[str], reset: OffsetReset
@@ -197,8 +217,13 @@ class MemoryBroker:
                 if name not in wanted or t is None:
                     keep.append((name, off))
                     continue
-                if off < t.base:  # trimmed while nobody owned it
-                    t.trimmed_unread += 1
+                if not t.base <= off < t.end:
+                    # No longer in the log: skipped, never indexed (an IndexError, or
+                    # another record). Below base it was trimmed while nobody owned it,
+                    # gone as a Kafka record past retention is; past the end it can only
+                    # be stale (delete_topic drops a deleted topic's offsets).
+                    if off < t.base:
+                        t.trimmed_unread += 1
                     continue
                 out.append(self._deliver(g, member, t, off))
             g.redeliver.extendleft(reversed(keep))
@@ -400,14 +425,7 @@ class MemoryBackend(Backend):
         self._require().topic(name)
 
     async def delete_topic(self, name: str) -> None:
-        bus = self._require()
-        t = bus.topics.pop(name, None)
-        if t is not None:
-            _wake(t.data_waiters)
-            _wake(t.space_waiters)
-        for g in bus.groups.values():
-            g.cursors.pop(name, None)
-            g.pending.pop(name, None)
+        self._require().delete_topic(name)
 
     async def describe_groups(self) -> list[GroupInfo]:
         bus = self._require()
