@@ -10,6 +10,7 @@ fetched before it.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,3 +173,50 @@ async def test_acknowledged_then_closed_is_committed_even_if_the_caller_reuses_i
     finished.clear()  # what the Consumer does with its list after ack()
     await sub.close()  # commits synchronously what is left
     assert stub.commits and stub.commits[-1] == {(T, P): 3}
+
+
+async def test_fetch_jobs_defer_commits_within_the_interval_and_none_is_lost() -> None:
+    sub, stub = await subscription()
+    d = fetch(sub, 0, 1, 2, 3)
+    sub._inbox.append(("ack", d[:2], None))
+    sub._serve_inbox(asynchronous=True, throttle=True)  # the first commit goes at once
+    assert stub.commits == [{(T, P): 2}]
+    sub._inbox.append(("ack", d[2:], None))
+    sub._serve_inbox(asynchronous=True, throttle=True)  # within the interval: deferred
+    assert stub.commits == [{(T, P): 2}] and sub._deferred
+    sub._serve_inbox(asynchronous=True)  # a commit job of its own (_serve_soon) is not held
+    assert stub.commits[-1] == {(T, P): 4} and not sub._deferred
+    sub._inbox.append(("ack", fetch(sub, 4), None))
+    sub._serve_inbox(asynchronous=True, throttle=True)
+    await sub.close()  # a deferred commit goes synchronously at close
+    assert stub.commits[-1] == {(T, P): 5}
+
+
+@dataclass
+class WaitingStub(StubConsumer):
+    """consume() waits out its timeout when it has nothing, as librdkafka does."""
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        if self.batches:
+            return self.batches.pop(0)
+        time.sleep(timeout)  # on the subscription's thread, never the loop
+        return []
+
+
+async def test_a_deferred_commit_reaches_the_broker_with_no_further_ack() -> None:
+    stub = WaitingStub()
+    sub = ConfluentSubscription(
+        lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
+        connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
+    )
+    sub._assigned.add((T, P))
+    stub.batches = [[Msg(0), Msg(1)], [Msg(2), Msg(3)], [Msg(4)]]
+    first = await sub.ack_and_fetch([], 10, 0.5)
+    second = await sub.ack_and_fetch(first, 10, 0.5)  # acks 0, 1: committed at once
+    await sub.ack_and_fetch(second, 10, 0.5)  # acks 2, 3 within the interval: deferred
+    # The caller now works on offset 4 for a long time and acknowledges nothing: the
+    # deferred commit still goes, with the fetch job running ahead or a job of its own.
+    async with asyncio.timeout(5):
+        while not stub.commits or stub.commits[-1] != {(T, P): 4}:
+            await asyncio.sleep(0.01)
+    await sub.close()
