@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from mlops_async import Admin, Consumer, MLOpsMessage, Producer
-from mlops_async.backends import Record
+from mlops_async.backends import Record, memory
 from mlops_async.backends.memory import MemoryBackend, MemoryBroker
 
 from ..conftest import make_msg
@@ -69,7 +71,7 @@ async def test_nacked_messages_do_not_come_back_as_records_of_a_recreated_topic(
         await publish(url, range(100, 103))
         got = await c.receive_many(10, 0.1)
         assert ids([m for m, _ in got]) == [100, 101, 102]
-        assert [d.offset for _, d in got] == [0, 1, 2]
+        assert [d.offset for _, d in got] == [2, 3, 4]  # numbered on from the old end
         await c.ack(*(d for _, d in got))
         await c.commit()
         assert await c.get_messages(timeout=0.2) == []  # nothing else, no duplicate
@@ -133,3 +135,102 @@ async def test_a_publisher_waiting_for_room_publishes_into_the_recreated_topic()
     await backend.delete_topic("t")
     await asyncio.wait_for(publish, 1)
     assert [d.value for d in broker.take(g, member, ["t"], 10)] == [b"c"]
+
+
+async def test_a_late_ack_of_a_deleted_topics_delivery_leaves_the_new_record_pending() -> None:
+    # A member still holds deliveries of the deleted topic when it takes records of
+    # the re-created one. A delivery names only topic and offset: with the new log
+    # numbered from 0 again, acking an old delivery cleared the new record at that
+    # offset from pending, and leaving without processing it lost it.
+    url = bus()
+    await publish(url, range(3))
+    c = Consumer(url, topic="t", group="g", auto_offset_reset="earliest", commit="manual")
+    await c.start()
+    old = await c.receive_many(3, 0)
+    assert ids([m for m, _ in old]) == [0, 1, 2]
+    async with Admin(url) as admin:
+        await admin.delete_topic("t")
+    await publish(url, range(100, 103))
+    new = await c.receive_many(10, 0.1)
+    assert ids([m for m, _ in new]) == [100, 101, 102]
+    await c.ack(*(d for _, d in old))
+    await c.close(processed=False)  # sends that ack; the new records go back unprocessed
+    async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest") as c2:
+        assert await drain(c2) == [100, 101, 102]
+
+
+async def test_a_late_nack_of_a_deleted_topics_delivery_does_not_requeue_a_new_record() -> (
+    None
+):
+    # As above with a nack: it put the new records at those offsets back in the
+    # group's queue while the member still had them in hand, and another member got
+    # them a second time.
+    url = bus()
+    await publish(url, range(3))
+    async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest",
+                        commit="manual") as c:
+        old = await c.receive_many(3, 0)
+        async with Admin(url) as admin:
+            await admin.delete_topic("t")
+        await publish(url, range(100, 103))
+        new = await c.receive_many(10, 0.1)
+        assert ids([m for m, _ in new]) == [100, 101, 102]
+        await c.nack(*(d for _, d in old))
+        async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest") as c2:
+            assert await drain(c2) == []  # c has them in hand: no duplicate
+        await c.ack(*(d for _, d in new))
+        await c.commit()
+        assert await c.get_messages(timeout=0.2) == []
+        async with Admin(url) as admin:
+            assert [(lag.lag, lag.pending) for lag in await admin.group_lag("g")] == [(0, 0)]
+
+
+async def test_a_recreated_topic_numbers_on_from_where_the_deleted_one_ended() -> None:
+    # A new group reading the re-created topic from "earliest" starts at its base,
+    # and lag and message counts are about the new log only.
+    url = bus()
+    await publish(url, range(3))
+    async with Admin(url) as admin:
+        await admin.delete_topic("t")
+        await publish(url, range(100, 102))
+        assert [(t.name, t.messages) for t in await admin.list_topics()] == [("t", 2)]
+        async with Consumer(url, topic="t", group="new", auto_offset_reset="earliest",
+                            commit="manual") as c:
+            got = await c.receive_many(10, 0.1)
+            assert ids([m for m, _ in got]) == [100, 101]
+            assert [d.offset for _, d in got] == [3, 4]
+            lags = await admin.group_lag("new")
+            assert [(lag.committed, lag.end_offset, lag.lag, lag.pending) for lag in lags] == [
+                (3, 5, 2, 2)
+            ]
+            await c.commit()
+            lags = await admin.group_lag("new")
+            assert [(lag.committed, lag.end_offset, lag.lag, lag.pending) for lag in lags] == [
+                (5, 5, 0, 0)
+            ]
+
+
+async def test_retention_trims_a_recreated_topic_from_its_base() -> None:
+    broker = MemoryBroker(f"recreate-{uuid.uuid4().hex[:8]}", retention=3)
+    await broker.append([Record("t", b"%d" % i) for i in range(5)])  # offsets 2..4 kept
+    broker.delete_topic("t")
+    await broker.append([Record("t", b"%d" % i) for i in range(5, 9)])  # 5..8, 5 trimmed
+    t = broker.topics["t"]
+    assert (t.base, t.end) == (6, 9)
+    g, member = broker.join("g", ["t"], "earliest")
+    out = broker.take(g, member, ["t"], 10)
+    assert [(d.offset, d.value) for d in out] == [(6, b"6"), (7, b"7"), (8, b"8")]
+
+
+async def test_the_ends_of_deleted_topics_are_remembered_for_a_bounded_number_of_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "_REMEMBERED_ENDS", 2)
+    broker = MemoryBroker(f"recreate-{uuid.uuid4().hex[:8]}")
+    for name in ("a", "b", "c"):
+        await broker.append([Record(name, b"x")])
+        broker.delete_topic(name)
+    assert broker._ended == {"b": 1, "c": 1}  # the oldest, "a", forgotten
+    assert broker.topic("a").base == 0
+    assert broker.topic("b").base == 1
+    assert broker._ended == {"c": 1}  # a live topic carries its own end

@@ -40,6 +40,10 @@ log = logging.getLogger("mlops_async.memory")
 
 DEFAULT_RETENTION = 100_000
 
+# How many deleted topic names a broker remembers the end offset of (one int each),
+# oldest forgotten first. A name forgotten and then re-created numbers from 0 again.
+_REMEMBERED_ENDS = 10_000
+
 
 def _wake(waiters: list[asyncio.Future[None]]) -> None:
     for fut in waiters:
@@ -51,10 +55,10 @@ def _wake(waiters: list[asyncio.Future[None]]) -> None:
 class _Topic:
     __slots__ = ("base", "data_waiters", "entries", "name", "space_waiters", "trimmed_unread")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, base: int = 0) -> None:
         self.name = name
         self.entries: list[Record] = []  # entries[i] has offset base + i
-        self.base = 0
+        self.base = base
         self.data_waiters: list[asyncio.Future[None]] = []
         self.space_waiters: list[asyncio.Future[None]] = []
         self.trimmed_unread = 0
@@ -97,6 +101,9 @@ class MemoryBroker:
         self.retention = retention
         self.topics: dict[str, _Topic] = {}
         self.groups: dict[str, _Group] = {}
+        # Deleted topic name -> where its log ended, oldest deletion first: a topic
+        # re-created under that name numbers on from there (see delete_topic).
+        self._ended: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     @classmethod
@@ -119,7 +126,8 @@ class MemoryBroker:
     def topic(self, name: str) -> _Topic:
         t = self.topics.get(name)
         if t is None:
-            t = self.topics[name] = _Topic(name)
+            # Re-created after a delete: the live topic now carries the number on.
+            t = self.topics[name] = _Topic(name, self._ended.pop(name, 0))
         return t
 
     def _floor(self, topic: _Topic) -> int | None:
@@ -177,10 +185,20 @@ class MemoryBroker:
     def delete_topic(self, name: str) -> None:
         """Drop ``name`` with every group's state for it: cursor, pending, redelivery queue.
 
-        A topic created again under that name starts at offset 0, so an old offset
-        left behind would name a different record of the new log, or none.
+        A topic created again under that name numbers its offsets on from where this
+        log ended. A member may still hold deliveries of the deleted log (a delivery
+        names only topic and offset): their offsets are all below the new log's base,
+        never pending in it, so a late ack or nack of one is ignored instead of
+        clearing or requeueing the new record that would have had that offset.
         """
         t = self.topics.pop(name, None)
+        if t is not None:
+            self._ended[name] = t.end  # not there while the topic lived: goes in newest
+            if len(self._ended) > _REMEMBERED_ENDS:
+                # Bounded: a process that churns through topic names keeps at most
+                # this many ints. Only a name re-created after this many other
+                # deletions loses the protection, and only for deliveries still in hand.
+                del self._ended[next(iter(self._ended))]
         for g in self.groups.values():
             g.cursors.pop(name, None)
             g.pending.pop(name, None)
