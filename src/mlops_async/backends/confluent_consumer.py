@@ -199,11 +199,11 @@ class ConfluentSubscription(Subscription):
 
         Returns at once: the next fetch job folds them in and commits first
         thing (at most every ``_COMMIT_EVERY`` s), or a job of their own does
-        within ``_SLICE`` s when no fetch comes. A commit the broker refuses is sent again with the next one;
-        what was acknowledged is committed synchronously before partitions
-        are revoked and at close. Waiting here for the broker's answer would
-        cost a commit round trip per ``prefetch`` records (half the time of a
-        busy ``async for`` on Tansu).
+        within ``_SLICE`` s when no fetch comes. A commit the broker refuses is
+        sent again with the next one; what was acknowledged is committed
+        synchronously before partitions are revoked and at close. Waiting here
+        for the broker's answer would cost a commit round trip per ``prefetch``
+        records (half the time of a busy ``async for`` on Tansu).
         """
         if self.group is None or not deliveries or self._closing:
             return
