@@ -116,3 +116,32 @@ async def test_revoked_then_reassigned_partition() -> None:
     await sub.ack(after)
     await committed(sub)
     assert stub.commits == [{TP: 1}, {TP: 3}]
+
+
+async def test_acks_within_the_commit_interval_merge_into_one_commit() -> None:
+    stub = StubConsumer([{TP: [Rec(i) for i in range(4)]}])
+    sub = sub_with(stub)
+    d = await sub.fetch(10, 0.1)
+    await sub.ack(d[:1])
+    await asyncio.sleep(0)  # the committer sends the first at once
+    for x in d[1:]:  # then waits out the interval while these come in
+        await sub.ack([x])
+    await committed(sub)
+    assert stub.commits == [{TP: 1}, {TP: 4}]
+    await sub.close()
+
+
+async def test_a_revocation_between_commits_flushes_without_losing_other_partitions() -> None:
+    tp1 = TopicPartition("t", 1)
+    stub = StubConsumer([{TP: [Rec(0), Rec(1)], tp1: [Rec(0), Rec(1)]}])
+    sub = sub_with(stub)
+    d = await sub.fetch(10, 0.1)
+    first, rest = [d[0], d[2]], [d[1], d[3]]
+    await sub.ack(first)
+    await asyncio.sleep(0)  # sent: the committer now waits out its interval
+    await sub.ack(rest)  # pending for both partitions
+    await sub.revoked({TP})  # TP's acks are committed before it goes, at once
+    assert stub.commits[-1] == {TP: 2}
+    await committed(sub)  # tp1's pending acks are not dropped with the stopped committer
+    assert stub.commits[-1] == {tp1: 2}
+    await sub.close()

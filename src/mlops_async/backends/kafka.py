@@ -140,6 +140,10 @@ _LIBRARY_OPTIONS = {
 _URL_PARAMS = ("sasl_mechanism", "security_protocol")
 _SECRETS = {"sasl_plain_password", "ssl_password", "sasl_oauth_token_provider", "ssl_context"}
 
+# The background committer sends at most one commit this often (acks merge meanwhile);
+# revocations and close flush at once.
+_COMMIT_EVERY = 0.05
+
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "max_batch_size": 256 * 1024,  # one send_batch carries ~600 typical messages
@@ -705,6 +709,9 @@ class _KafkaSubscription(Subscription):
         # sent yet, and the task sending them. Flushed before a revocation and at close.
         self._pending: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
+        self._sending = False  # the committer is waiting for the broker (not between commits)
+        self._flushing = False  # a flush waits for the committer's commit in flight
+        self._next_commit = 0.0  # loop time before which the committer lets acks merge
         self._closed = False
 
     def owns(self, delivery: Delivery) -> bool:
@@ -837,30 +844,59 @@ class _KafkaSubscription(Subscription):
     def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit in the background: ``ack`` returns without a round trip to the broker."""
         _keep_highest(self._pending, offsets)
+        self._start_committer()
+
+    def _start_committer(self) -> None:
         if not self._closed and (self._committer is None or self._committer.done()):
             self._committer = asyncio.get_running_loop().create_task(
                 self._commit_pending(), name="mlops_async.kafka.commit")
 
     async def _commit_pending(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
+            # At most one commit every _COMMIT_EVERY: acks made meanwhile merge into it.
+            # A commit per fetched batch cost the loop a request and its answer every
+            # few milliseconds on a busy stream.
+            delay = self._next_commit - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # a flush may have sent them meanwhile
             offsets, self._pending = self._pending, {}
+            self._next_commit = loop.time() + _COMMIT_EVERY
+            self._sending = True
             try:
                 await self._commit(offsets)
             except BusError as exc:
                 _keep_highest(self._pending, offsets)  # sent again with the next commit
                 log.warning("commit deferred: %s", exc)
                 return
+            finally:
+                self._sending = False
+            if self._flushing:
+                return  # a flush waits for this commit and sends what is pending itself
 
     async def _flush(self, only: set[TopicPartition] | None = None) -> None:
         """Commit what was acknowledged (of ``only``'s partitions) and wait for the broker."""
         committer = self._committer
         if committer is not None and not committer.done():
-            await asyncio.wait([committer])  # its failure is logged and put back in pending
+            if self._sending:  # a commit is on its way: ours goes after it, never before
+                self._flushing = True  # the committer stops after it
+                try:
+                    await asyncio.wait([committer])  # a failure is logged, put back in pending
+                finally:
+                    self._flushing = False
+            else:  # between commits: what it would send goes now, with ours
+                committer.cancel()
+                await asyncio.gather(committer, return_exceptions=True)
         offsets = self._advance(only)
         _keep_highest(offsets, {tp: self._pending.pop(tp) for tp in list(self._pending)
                                 if only is None or tp in only})
-        if offsets:
-            await self._commit(offsets)
+        try:
+            if offsets:
+                await self._commit(offsets)
+        finally:
+            if self._pending:  # other partitions' acks, whose committer was stopped above
+                self._start_committer()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
