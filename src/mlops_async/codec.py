@@ -16,7 +16,7 @@ checked before any decoding happens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Literal
 
 import msgspec
@@ -98,6 +98,15 @@ class Codec(Generic[T]):
         if len(data) > self.max_size:
             raise MessageTooLarge(len(data), self.max_size, where)
         return data
+
+    def fast_encode_path(self) -> tuple[Callable[[Any], bytes], bytes]:
+        """``(encode, marker)``: :meth:`encode`'s hot path, for a caller that inlines it.
+
+        ``marker + encode(msg)`` is the payload when that raises nothing and is at
+        most ``max_size`` bytes; otherwise :meth:`encode` raises the right error.
+        Inlined, it saves a call and its checks per message (``Producer.send``).
+        """
+        return self._encode, self._marker
 
     def decode(self, data: bytes | None, *, topic: str | None = None, where: str = "") -> T:
         """Decode ``data`` into the schema; ``topic`` is recorded on the message if it has one.

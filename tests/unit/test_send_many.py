@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from mlops_async import Consumer, MessageTooLarge, MLOpsMessage, Producer
+from mlops_async import Consumer, EncodeError, MessageTooLarge, MLOpsMessage, Producer
 
 from ..conftest import make_msg
 
@@ -42,6 +42,17 @@ async def test_a_bad_message_raises_before_any_is_queued() -> None:
             await p.send_many([make_msg(0), big, make_msg(2)])
         assert p.sequence == 0
         await p.send_many([], flush=True)  # nothing to do
+
+
+async def test_an_unencodable_message_from_a_generator_raises_before_any_is_queued() -> None:
+    u = url()
+    async with Producer(u, topic="t") as p:
+        msgs = (make_msg(i, o=object()) if i == 2 else make_msg(i) for i in range(5))
+        with pytest.raises(EncodeError, match="cannot encode"):
+            await p.send_many(msgs)
+        assert p.sequence == 0
+        await p.send_many((make_msg(i) for i in range(3)), flush=True)  # a generator, read once
+    assert await read(u, "t", 3) == [0, 1, 2]
 
 
 async def test_key_and_headers_apply_to_every_message() -> None:
