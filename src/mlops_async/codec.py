@@ -140,6 +140,17 @@ class Codec(Generic[T]):
             force_setattr(msg, "topic", topic)  # type: ignore[arg-type]
         return msg
 
+    def fast_path(self) -> tuple[Callable[[Any], T], int, bool]:
+        """``(decode, limit, has_topic)``: :meth:`decode`'s hot path, for a caller that
+        inlines it (``async for``: ~80 ns a message less than the call).
+
+        A payload ``v`` with ``v[0] == MSGPACK_V1`` and ``len(v) <= limit`` may be
+        decoded as ``decode(v[1:])``, then ``topic`` set when ``has_topic``.
+        Whatever that raises, and every other payload, goes through
+        :meth:`decode`, the decode boundary, which says what is wrong.
+        """
+        return self._mp_dec.decode, min(self.max_size, _COPY_BELOW - 1), self._has_topic
+
     def decode_many(self, values: Sequence[Any], topics: Sequence[str]) -> list[T] | None:
         """:meth:`decode` of every value, each recorded with its topic; None if any one
         needs to be decoded on its own.
@@ -149,8 +160,7 @@ class Codec(Generic[T]):
         ``_COPY_BELOW`` bytes or anything invalid makes it return None, and the
         caller decodes one by one, which says what is wrong with which.
         """
-        dec = self._mp_dec.decode
-        limit = min(self.max_size, _COPY_BELOW - 1)
+        dec, limit, _ = self.fast_path()
         try:
             msgs = [dec(v[1:]) if v[0] == MSGPACK_V1 and len(v) <= limit else _one_by_one()
                     for v in values]

@@ -24,12 +24,13 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Generic, Literal
 
+from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
 from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
-from .codec import DEFAULT_MAX_SIZE, Codec
+from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
 from .deadletter import dead_letter_record
 from .errors import (
     AuthenticationError,
@@ -105,6 +106,8 @@ class Consumer(AsyncResource, Generic[M]):
         self.group = group
         self._reset: OffsetReset = auto_offset_reset
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
+        # A consumer's codec limit never changes after this (a Producer's may: see start).
+        self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
         self._prefetch = prefetch
         self._poll_timeout = poll_timeout
         self._auto = commit == "auto"
@@ -335,17 +338,28 @@ class Consumer(AsyncResource, Generic[M]):
         sub = self._sub
         if buf and sub is not None and sub.epoch == self._epoch:
             d = buf.popleft()
+            value: Any = d.value
             try:
-                msg = self._codec.decode(d.value, topic=d.topic)
-            except (DecodeError, MessageTooLarge) as exc:
-                await self._invalid(d, exc)
-            else:
-                if auto:
-                    self._held = d
+                # Codec.fast_path inlined: no call per message. Anything it cannot take,
+                # or that fails in it, goes through Codec.decode, the decode boundary.
+                if value[0] == MSGPACK_V1 and len(value) <= self._fast_limit:
+                    msg = self._fast_decode(value[1:])
+                    if self._fast_topic:
+                        force_setattr(msg, "topic", d.topic)  # type: ignore[arg-type]
                 else:
-                    self._inflight[id(d)] = d
-                self.received += 1
-                return msg
+                    msg = self._codec.decode(value, topic=d.topic)
+            except Exception:
+                try:
+                    msg = self._codec.decode(value, topic=d.topic)
+                except (DecodeError, MessageTooLarge) as exc:
+                    await self._invalid(d, exc)
+                    return (await self._next())[0]
+            if auto:
+                self._held = d
+            else:
+                self._inflight[id(d)] = d
+            self.received += 1
+            return msg
         return (await self._next())[0]
 
     async def _traced_next(self, trace: Tracing) -> M:
