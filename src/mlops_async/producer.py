@@ -340,7 +340,13 @@ class Producer(AsyncResource, Generic[M]):
             if self._trace is not None:  # started just now, traced: send() is now that
                 return await self._traced_send(msg, topic=topic, key=key, headers=headers,
                                                flush=flush)
-        value = self._encoded(msg)
+        # _encoded() inlined: no Python call per message here.
+        try:
+            value = self._marker + self._encode(msg)
+        except Exception:
+            value = self._codec.encode(msg)  # raises the error that names the fault
+        if len(value) > self._codec.max_size:
+            value = self._codec.encode(msg)  # raises MessageTooLarge
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
         if self._spooling:
@@ -412,8 +418,8 @@ class Producer(AsyncResource, Generic[M]):
         return [encode(m) for m in msgs]
 
     def _encoded(self, msg: M) -> bytes:
-        """``Codec.encode`` with its hot path inlined (one call instead of two); a
-        message that fails or is too large goes through it for the error it raises."""
+        """``Codec.encode`` with a leaner body (``Codec.fast_encode_path``); a message
+        that fails or is too large goes through ``Codec.encode`` for the error it raises."""
         try:
             value = self._marker + self._encode(msg)
         except Exception:
