@@ -54,6 +54,9 @@ M = TypeVar("M", default=MLOpsMessage)
 _DEFAULT_SCHEMA: Any = MLOpsMessage  # typed Any so that Producer() infers M = MLOpsMessage
 
 
+_MISSING: Any = object()  # __anext__: the inlined decode did not take the payload
+
+
 class Consumer(AsyncResource, Generic[M]):
     """Receives messages from topics, alone (every message) or in a ``group`` (shared work).
 
@@ -339,27 +342,28 @@ class Consumer(AsyncResource, Generic[M]):
         if buf and sub is not None and sub.epoch == self._epoch:
             d = buf.popleft()
             value: Any = d.value
+            msg: Any = _MISSING
             try:
                 # Codec.fast_path inlined: no call per message. Anything it cannot take,
                 # or that fails in it, goes through Codec.decode, the decode boundary.
                 if value[0] == MSGPACK_V1 and len(value) <= self._fast_limit:
                     msg = self._fast_decode(value[1:])
-                    if self._fast_topic:
-                        force_setattr(msg, "topic", d.topic)  # type: ignore[arg-type]
-                else:
-                    msg = self._codec.decode(value, topic=d.topic)
             except Exception:
+                pass  # Codec.decode says what is wrong
+            if msg is _MISSING:
                 try:
                     msg = self._codec.decode(value, topic=d.topic)
                 except (DecodeError, MessageTooLarge) as exc:
                     await self._invalid(d, exc)
                     return (await self._next())[0]
+            elif self._fast_topic:
+                force_setattr(msg, "topic", d.topic)
             if auto:
                 self._held = d
             else:
                 self._inflight[id(d)] = d
             self.received += 1
-            return msg
+            return msg  # type: ignore[no-any-return]
         return (await self._next())[0]
 
     async def _traced_next(self, trace: Tracing) -> M:
