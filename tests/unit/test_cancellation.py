@@ -47,6 +47,23 @@ async def test_cancel_send_waiting_for_room(name: str, delay: float) -> None:
     assert not other_tasks()
 
 
+async def test_a_send_cancelled_while_it_yields_to_the_sender_queued_nothing(name: str) -> None:
+    url = f"memory://{name}"
+    async with Producer(url, topic="t", batch_size=1) as p:
+        async def two() -> None:
+            await p.send(make_msg(1))  # wakes the sender, which has not run yet...
+            await p.send(make_msg(2))  # ...so this one yields to it first
+
+        task = asyncio.create_task(two())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # CancelledError from send() means not queued: a caller may send it again.
+        assert p.sequence == 1
+    assert await received(url, "t") == [1]
+
+
 @pytest.mark.parametrize("delay", [0, 0.001, 0.01])
 async def test_cancel_flush_still_delivers(name: str, delay: float) -> None:
     be = FaultyBackend(name)
