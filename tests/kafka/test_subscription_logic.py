@@ -145,3 +145,21 @@ async def test_a_revocation_between_commits_flushes_without_losing_other_partiti
     await committed(sub)  # tp1's pending acks are not dropped with the stopped committer
     assert stub.commits[-1] == {tp1: 2}
     await sub.close()
+
+
+async def test_a_cancelled_revocation_flush_leaves_no_acknowledgement_behind() -> None:
+    tp1 = TopicPartition("t", 1)
+    stub = StubConsumer([{TP: [Rec(0), Rec(1)], tp1: [Rec(0), Rec(1)]}])
+    sub = sub_with(stub)
+    d = await sub.fetch(10, 0.1)
+    await sub.ack([d[0], d[2]])
+    await asyncio.sleep(0)  # sent: the committer now waits out its interval
+    await sub.ack([d[1], d[3]])
+    flush = asyncio.create_task(sub.revoked({TP}))
+    await asyncio.sleep(0)  # the flush is stopping the waiting committer...
+    flush.cancel()  # ...and is cancelled there (a shutdown during a rebalance)
+    await asyncio.gather(flush, return_exceptions=True)
+    async with asyncio.timeout(5):  # tp1's acknowledgement still goes
+        while {tp1: 2} not in stub.commits:
+            await asyncio.sleep(0.01)
+    await sub.close()

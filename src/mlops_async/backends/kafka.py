@@ -710,7 +710,7 @@ class _KafkaSubscription(Subscription):
         self._pending: dict[TopicPartition, int] = {}
         self._committer: asyncio.Task[None] | None = None
         self._sending = False  # the committer is waiting for the broker (not between commits)
-        self._flushing = False  # a flush waits for the committer's commit in flight
+        self._flushing = 0  # flushes waiting for the committer's commit in flight
         self._next_commit = 0.0  # loop time before which the committer lets acks merge
         self._closed = False
 
@@ -873,29 +873,31 @@ class _KafkaSubscription(Subscription):
             finally:
                 self._sending = False
             if self._flushing:
-                return  # a flush waits for this commit and sends what is pending itself
+                return  # flushes wait for this commit and send what is pending themselves
 
     async def _flush(self, only: set[TopicPartition] | None = None) -> None:
         """Commit what was acknowledged (of ``only``'s partitions) and wait for the broker."""
-        committer = self._committer
-        if committer is not None and not committer.done():
-            if self._sending:  # a commit is on its way: ours goes after it, never before
-                self._flushing = True  # the committer stops after it
-                try:
-                    await asyncio.wait([committer])  # a failure is logged, put back in pending
-                finally:
-                    self._flushing = False
-            else:  # between commits: what it would send goes now, with ours
-                committer.cancel()
-                await asyncio.gather(committer, return_exceptions=True)
-        offsets = self._advance(only)
-        _keep_highest(offsets, {tp: self._pending.pop(tp) for tp in list(self._pending)
-                                if only is None or tp in only})
         try:
+            committer = self._committer
+            if committer is not None and not committer.done():
+                if self._sending:  # a commit is on its way: ours goes after it, never before
+                    self._flushing += 1  # the committer stops after it
+                    try:
+                        await asyncio.wait([committer])  # a failure goes back in pending
+                    finally:
+                        self._flushing -= 1
+                else:  # between commits: what it would send goes now, with ours
+                    committer.cancel()
+                    await asyncio.gather(committer, return_exceptions=True)
+            offsets = self._advance(only)
+            _keep_highest(offsets, {tp: self._pending.pop(tp) for tp in list(self._pending)
+                                    if only is None or tp in only})
             if offsets:
                 await self._commit(offsets)
         finally:
-            if self._pending:  # other partitions' acks, whose committer was stopped above
+            # Acks the committer stopped above would have sent (other partitions', or all
+            # of them if this flush was cancelled) get a committer again.
+            if self._pending:
                 self._start_committer()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
