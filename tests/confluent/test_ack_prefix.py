@@ -220,3 +220,33 @@ async def test_a_deferred_commit_reaches_the_broker_with_no_further_ack() -> Non
         while not stub.commits or stub.commits[-1] != {(T, P): 4}:
             await asyncio.sleep(0.01)
     await sub.close()
+
+
+@dataclass
+class BusyStub(StubConsumer):
+    """A busy stream: every consume() has the next two records at once."""
+
+    next_offset: int = 0
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        self.next_offset += 2
+        return [Msg(self.next_offset - 2), Msg(self.next_offset - 1)]
+
+
+async def test_a_commit_deferred_by_the_fetch_ahead_goes_while_the_caller_works() -> None:
+    stub = BusyStub()
+    sub = ConfluentSubscription(
+        lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
+        connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
+    )
+    sub._assigned.add((T, P))
+    got = await sub.ack_and_fetch([], 10, 0.5)  # 0, 1; the next two are fetched ahead
+    for _ in range(2):  # a fast caller: the second fetch-ahead defers acks of 2, 3
+        await asyncio.sleep(0.01)
+        got = await sub.ack_and_fetch(got, 10, 0.5)
+    # The caller now works on 4, 5 for long and calls nothing: no fetch job is running
+    # (the one ahead returned at once), yet the deferred commit still goes.
+    async with asyncio.timeout(5):
+        while not stub.commits or stub.commits[-1] != {(T, P): 4}:
+            await asyncio.sleep(0.01)
+    await sub.close()

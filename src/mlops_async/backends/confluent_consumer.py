@@ -122,7 +122,7 @@ class ConfluentSubscription(Subscription):
         self._inbox: deque[_Ack | _Rewind] = deque()
         self._next_commit = 0.0  # monotonic time before which fetch jobs defer commits
         # True while a fetch job deferred a commit (written on the thread, read on the
-        # loop as a hint to kick a commit job: see ack_and_fetch and _serve_soon).
+        # loop as a hint: see _defer and _serve_soon).
         self._deferred = False
         # True from subscribe (and from a revocation) until partitions are assigned.
         self._joining = False
@@ -188,10 +188,6 @@ class ConfluentSubscription(Subscription):
             got = [d for d in got if self.owns(d)]
         if got and not self._closing:
             self._fetching = self._thread.run(self._fetch, max_records, timeout)
-        if self._deferred and self._kick is None and not self._closing:
-            # A fetch deferred a commit: it goes with a later fetch, or with this job if
-            # none comes (a slow loop body), so acknowledgements still reach the broker.
-            self._kick = self._loop.call_later(_COMMIT_EVERY, self._serve_soon)
         return got
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
@@ -211,6 +207,12 @@ class ConfluentSubscription(Subscription):
         self._inbox.append(("ack", list(deliveries), None))
         if self._kick is None:
             self._kick = self._loop.call_later(_SLICE, self._serve_soon)
+
+    def _kick_deferred(self) -> None:
+        """On the loop, asked by the thread: a commit was deferred (or failed); it goes
+        with a later fetch, or with a job of its own if none comes (a slow loop body)."""
+        if self._kick is None and not self._closing:
+            self._kick = self._loop.call_later(_COMMIT_EVERY, self._serve_soon)
 
     def _serve_soon(self) -> None:
         """Commit waiting acknowledgements if no fetch job is there to do it."""
@@ -402,7 +404,8 @@ class ConfluentSubscription(Subscription):
         if asynchronous and not waiters:
             now = time.monotonic()
             if throttle and now < self._next_commit:
-                self._deferred = bool(self._to_commit)
+                if self._to_commit:
+                    self._defer()
                 return
             self._next_commit = now + _COMMIT_EVERY
         self._deferred = False
@@ -414,6 +417,13 @@ class ConfluentSubscription(Subscription):
         for fut in waiters:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._resolve, fut, error)
+
+    def _defer(self) -> None:
+        """Thread side: offsets wait in ``_to_commit``; make sure a commit comes for them
+        even if no fetch does (the loop kicks ``_serve_soon``)."""
+        self._deferred = True
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            self._loop.call_soon_threadsafe(self._kick_deferred)
 
     def _apply(self, deliveries: Sequence[Delivery]) -> None:
         """Fold acknowledgements into the committable prefix of each partition.
