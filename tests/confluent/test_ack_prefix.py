@@ -72,8 +72,10 @@ class StubConsumer:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
 
 
-async def subscription() -> tuple[ConfluentSubscription, StubConsumer]:
-    stub = StubConsumer()
+async def subscription(
+    stub: StubConsumer | None = None,
+) -> tuple[ConfluentSubscription, StubConsumer]:
+    stub = stub or StubConsumer()
     sub = ConfluentSubscription(
         lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
         connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
@@ -204,12 +206,7 @@ class WaitingStub(StubConsumer):
 
 
 async def test_a_deferred_commit_reaches_the_broker_with_no_further_ack() -> None:
-    stub = WaitingStub()
-    sub = ConfluentSubscription(
-        lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
-        connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
-    )
-    sub._assigned.add((T, P))
+    sub, stub = await subscription(WaitingStub())
     stub.batches = [[Msg(0), Msg(1)], [Msg(2), Msg(3)], [Msg(4)]]
     first = await sub.ack_and_fetch([], 10, 0.5)
     second = await sub.ack_and_fetch(first, 10, 0.5)  # acks 0, 1: committed at once
@@ -234,12 +231,7 @@ class BusyStub(StubConsumer):
 
 
 async def test_a_commit_deferred_by_the_fetch_ahead_goes_while_the_caller_works() -> None:
-    stub = BusyStub()
-    sub = ConfluentSubscription(
-        lambda conf: stub, {}, [T], "g", "earliest",  # type: ignore[arg-type,return-value]
-        connect_timeout=1, commit_timeout=1, max_records=None, on_close=lambda s: None,
-    )
-    sub._assigned.add((T, P))
+    sub, stub = await subscription(BusyStub())
     got = await sub.ack_and_fetch([], 10, 0.5)  # 0, 1; the next two are fetched ahead
     for _ in range(2):  # a fast caller: the second fetch-ahead defers acks of 2, 3
         await asyncio.sleep(0.01)
