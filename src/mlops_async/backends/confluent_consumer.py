@@ -209,8 +209,8 @@ class ConfluentSubscription(Subscription):
             self._kick = self._loop.call_later(_SLICE, self._serve_soon)
 
     def _kick_deferred(self) -> None:
-        """On the loop, asked by the thread: a commit was deferred (or failed); it goes
-        with a later fetch, or with a job of its own if none comes (a slow loop body)."""
+        """On the loop, asked by the thread: a commit was deferred; it goes with a later
+        fetch, or with a job of its own if none comes (a slow loop body)."""
         if self._kick is None and not self._closing:
             self._kick = self._loop.call_later(_COMMIT_EVERY, self._serve_soon)
 
@@ -421,6 +421,8 @@ class ConfluentSubscription(Subscription):
     def _defer(self) -> None:
         """Thread side: offsets wait in ``_to_commit``; make sure a commit comes for them
         even if no fetch does (the loop kicks ``_serve_soon``)."""
+        if self._deferred:
+            return  # asked already: the kick, or the job it starts, is on its way
         self._deferred = True
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self._loop.call_soon_threadsafe(self._kick_deferred)
