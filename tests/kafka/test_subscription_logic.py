@@ -131,15 +131,22 @@ async def test_acks_within_the_commit_interval_merge_into_one_commit() -> None:
     await sub.close()
 
 
-async def test_a_revocation_between_commits_flushes_without_losing_other_partitions() -> None:
+async def acks_pending_between_commits() -> tuple[StubConsumer, _KafkaSubscription,
+                                                   TopicPartition]:
+    """Two partitions: offset 0 of each committed, offset 1 of each acknowledged while
+    the committer waits out its interval (pending for both)."""
     tp1 = TopicPartition("t", 1)
     stub = StubConsumer([{TP: [Rec(0), Rec(1)], tp1: [Rec(0), Rec(1)]}])
     sub = sub_with(stub)
     d = await sub.fetch(10, 0.1)
-    first, rest = [d[0], d[2]], [d[1], d[3]]
-    await sub.ack(first)
+    await sub.ack([d[0], d[2]])
     await asyncio.sleep(0)  # sent: the committer now waits out its interval
-    await sub.ack(rest)  # pending for both partitions
+    await sub.ack([d[1], d[3]])
+    return stub, sub, tp1
+
+
+async def test_a_revocation_between_commits_flushes_without_losing_other_partitions() -> None:
+    stub, sub, tp1 = await acks_pending_between_commits()
     await sub.revoked({TP})  # TP's acks are committed before it goes, at once
     assert stub.commits[-1] == {TP: 2}
     await committed(sub)  # tp1's pending acks are not dropped with the stopped committer
@@ -148,13 +155,7 @@ async def test_a_revocation_between_commits_flushes_without_losing_other_partiti
 
 
 async def test_a_cancelled_revocation_flush_leaves_no_acknowledgement_behind() -> None:
-    tp1 = TopicPartition("t", 1)
-    stub = StubConsumer([{TP: [Rec(0), Rec(1)], tp1: [Rec(0), Rec(1)]}])
-    sub = sub_with(stub)
-    d = await sub.fetch(10, 0.1)
-    await sub.ack([d[0], d[2]])
-    await asyncio.sleep(0)  # sent: the committer now waits out its interval
-    await sub.ack([d[1], d[3]])
+    stub, sub, tp1 = await acks_pending_between_commits()
     flush = asyncio.create_task(sub.revoked({TP}))
     await asyncio.sleep(0)  # the flush is stopping the waiting committer...
     flush.cancel()  # ...and is cancelled there (a shutdown during a rebalance)

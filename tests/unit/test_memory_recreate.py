@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from mlops_async import Admin, Consumer, MLOpsMessage, Producer
-from mlops_async.backends import Record, memory
+from mlops_async.backends import Delivery, Record, memory
 from mlops_async.backends.memory import MemoryBackend, MemoryBroker
 
 from ..conftest import make_msg
@@ -137,6 +137,21 @@ async def test_a_publisher_waiting_for_room_publishes_into_the_recreated_topic()
     assert [d.value for d in broker.take(g, member, ["t"], 10)] == [b"c"]
 
 
+async def old_in_hand_then_recreated(
+    url: str, c: Consumer[MLOpsMessage]
+) -> tuple[list[Delivery], list[Delivery]]:
+    """``c`` receives messages 0-2 of topic "t", which is then deleted and re-created
+    with 100-102, which ``c`` receives too; returns both deliveries, still in hand."""
+    old = await c.receive_many(3, 0)
+    assert ids([m for m, _ in old]) == [0, 1, 2]
+    async with Admin(url) as admin:
+        await admin.delete_topic("t")
+    await publish(url, range(100, 103))
+    new = await c.receive_many(10, 0.1)
+    assert ids([m for m, _ in new]) == [100, 101, 102]
+    return [d for _, d in old], [d for _, d in new]
+
+
 async def test_a_late_ack_of_a_deleted_topics_delivery_leaves_the_new_record_pending() -> None:
     # A member still holds deliveries of the deleted topic when it takes records of
     # the re-created one. A delivery names only topic and offset: with the new log
@@ -146,14 +161,8 @@ async def test_a_late_ack_of_a_deleted_topics_delivery_leaves_the_new_record_pen
     await publish(url, range(3))
     c = Consumer(url, topic="t", group="g", auto_offset_reset="earliest", commit="manual")
     await c.start()
-    old = await c.receive_many(3, 0)
-    assert ids([m for m, _ in old]) == [0, 1, 2]
-    async with Admin(url) as admin:
-        await admin.delete_topic("t")
-    await publish(url, range(100, 103))
-    new = await c.receive_many(10, 0.1)
-    assert ids([m for m, _ in new]) == [100, 101, 102]
-    await c.ack(*(d for _, d in old))
+    old, _ = await old_in_hand_then_recreated(url, c)
+    await c.ack(*old)
     await c.close(processed=False)  # sends that ack; the new records go back unprocessed
     async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest") as c2:
         assert await drain(c2) == [100, 101, 102]
@@ -169,16 +178,11 @@ async def test_a_late_nack_of_a_deleted_topics_delivery_does_not_requeue_a_new_r
     await publish(url, range(3))
     async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest",
                         commit="manual") as c:
-        old = await c.receive_many(3, 0)
-        async with Admin(url) as admin:
-            await admin.delete_topic("t")
-        await publish(url, range(100, 103))
-        new = await c.receive_many(10, 0.1)
-        assert ids([m for m, _ in new]) == [100, 101, 102]
-        await c.nack(*(d for _, d in old))
+        old, new = await old_in_hand_then_recreated(url, c)
+        await c.nack(*old)
         async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest") as c2:
             assert await drain(c2) == []  # c has them in hand: no duplicate
-        await c.ack(*(d for _, d in new))
+        await c.ack(*new)
         await c.commit()
         assert await c.get_messages(timeout=0.2) == []
         async with Admin(url) as admin:
