@@ -52,6 +52,7 @@ class Codec(Generic[T]):
 
     __slots__ = (
         "_encode",
+        "_encode_into",
         "_has_topic",
         "_json_dec",
         "_marker",
@@ -84,10 +85,13 @@ class Codec(Generic[T]):
         self._has_topic = "topic" in getattr(schema, "__struct_fields__", ())
         if format == "msgpack":
             self._marker = bytes([MSGPACK_V1])
-            self._encode = msgspec.msgpack.Encoder(enc_hook=msgpack_enc_hook).encode
+            encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder = msgspec.msgpack.Encoder(
+                enc_hook=msgpack_enc_hook)
         else:
             self._marker = bytes([JSON_V1])
-            self._encode = msgspec.json.Encoder(enc_hook=json_enc_hook).encode
+            encoder = msgspec.json.Encoder(enc_hook=json_enc_hook)
+        self._encode = encoder.encode
+        self._encode_into = encoder.encode_into
 
     def encode(self, msg: T, *, where: str = "") -> bytes:
         """Serialise ``msg``; raises :class:`EncodeError` or :class:`MessageTooLarge`."""
@@ -99,14 +103,18 @@ class Codec(Generic[T]):
             raise MessageTooLarge(len(data), self.max_size, where)
         return data
 
-    def fast_encode_path(self) -> tuple[Callable[[Any], bytes], bytes]:
-        """``(encode, marker)``: :meth:`encode`'s hot path, for a caller that inlines it.
+    def fast_encode_path(self) -> tuple[Callable[[Any, bytearray, int], None], bytes]:
+        """``(encode_into, marker)``: :meth:`encode`'s hot path, for a caller that inlines it.
 
-        ``marker + encode(msg)`` is the payload when that raises nothing and is at
-        most ``max_size`` bytes; otherwise :meth:`encode` raises the right error.
-        Inlined, it saves a call and its checks per message (``Producer.send``).
+        With ``scratch = bytearray(marker)``, owned by the caller alone (never
+        shared between threads or across an ``await``), ``encode_into(msg,
+        scratch, 1)`` then ``bytes(scratch)`` is the payload when that raises
+        nothing and is at most ``max_size`` bytes; otherwise :meth:`encode`
+        raises the right error. Inlined, it saves a call and its checks per
+        message (``Producer.send``), and writing after the marker in place saves
+        the copy that ``marker + payload`` makes (~115 ns for a 430-byte message).
         """
-        return self._encode, self._marker
+        return self._encode_into, self._marker
 
     def decode(self, data: bytes | None, *, topic: str | None = None, where: str = "") -> T:
         """Decode ``data`` into the schema; ``topic`` is recorded on the message if it has one.

@@ -130,7 +130,9 @@ class Producer(AsyncResource, Generic[M]):
         self._client_options = client_options
         self._topics = _topics(topic)
         self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
-        self._encode, self._marker = self._codec.fast_encode_path()
+        self._max_size = self._codec.max_size  # the codec's, kept here for send()
+        self._encode_into, marker = self._codec.fast_encode_path()
+        self._scratch = bytearray(marker)  # this producer's alone: see Codec.fast_encode_path
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._linger = linger
@@ -166,7 +168,10 @@ class Producer(AsyncResource, Generic[M]):
         self._flush_waiters: deque[tuple[int, int, asyncio.Future[None]]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._listeners: list[Callable[[int], None]] = []
+        # Set while the sender waits for work; cleared by whoever wakes it, so a send
+        # looks at one attribute, not at a future, per message. _woken: woken, not run yet.
         self._wakeup: asyncio.Future[None] | None = None
+        self._woken = False
         self._sender: asyncio.Task[None] | None = None
         self._connected = False
         self._closing = False
@@ -203,6 +208,7 @@ class Producer(AsyncResource, Generic[M]):
             limit = self._backend.max_record_size
             if limit is not None and limit < self._codec.max_size:
                 self._codec.max_size = limit
+            self._max_size = self._codec.max_size
             if self._spool is not None:
                 await self._spool.open()
                 self._spool_room = asyncio.Event()
@@ -340,8 +346,7 @@ class Producer(AsyncResource, Generic[M]):
             if self._trace is not None:  # started just now, traced: send() is now that
                 return await self._traced_send(msg, topic=topic, key=key, headers=headers,
                                                flush=flush)
-        wakeup = self._wakeup
-        if wakeup is not None and wakeup.done() and len(self._buf) >= self._batch_size:
+        if self._woken and len(self._buf) >= self._batch_size:
             # The sender is ready to cut a full batch, but runs only when this task
             # yields: let it, so a fast producer's records leave while they are still in
             # cache (refilling the whole buffer before each yield cost ~140 ns a message
@@ -350,10 +355,11 @@ class Producer(AsyncResource, Generic[M]):
             await asyncio.sleep(0)
         # _encoded() inlined: no Python call per message here.
         try:
-            value = self._marker + self._encode(msg)
+            self._encode_into(msg, self._scratch, 1)
+            value = bytes(self._scratch)
         except Exception:
             value = self._codec.encode(msg)  # raises the error that names the fault
-        if len(value) > self._codec.max_size:
+        if len(value) > self._max_size:
             value = self._codec.encode(msg)  # raises MessageTooLarge
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
@@ -398,9 +404,8 @@ class Producer(AsyncResource, Generic[M]):
                 self._count += n
                 self._bytes += size
                 self._queued += n
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if self._wakeup is not None:  # set only while the sender waits: once per wake-up
+            self._wake_sender()
         if flush:
             await self.flush()
 
@@ -408,9 +413,10 @@ class Producer(AsyncResource, Generic[M]):
         """:meth:`_encoded` of every message in one pass; the first that fails or is too
         large raises ``Codec.encode``'s error, before any is queued."""
         msgs = msgs if isinstance(msgs, list | tuple) else list(msgs)  # read twice on error
-        marker, encode = self._marker, self._encode
+        into, scratch = self._encode_into, self._scratch
         try:
-            values = [marker + encode(m) for m in msgs]
+            # into() returns None: "or" makes it one expression, for a comprehension.
+            values = [into(m, scratch, 1) or bytes(scratch) for m in msgs]
             if not values or max(map(len, values)) <= self._codec.max_size:
                 return values
         except Exception:
@@ -422,7 +428,8 @@ class Producer(AsyncResource, Generic[M]):
         """``Codec.encode`` with a leaner body (``Codec.fast_encode_path``); a message
         that fails or is too large goes through ``Codec.encode`` for the error it raises."""
         try:
-            value = self._marker + self._encode(msg)
+            self._encode_into(msg, self._scratch, 1)
+            value = bytes(self._scratch)
         except Exception:
             return self._codec.encode(msg)
         if len(value) > self._codec.max_size:  # the backend may lower it at start
@@ -450,9 +457,8 @@ class Producer(AsyncResource, Generic[M]):
         self._count = count + 1
         self._bytes += size
         self._queued += 1
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if self._wakeup is not None:  # set only while the sender waits: once per wake-up
+            self._wake_sender()
         return True
 
     async def _send_to_spool(self, value: bytes, topic: str | Sequence[str] | None,
@@ -491,13 +497,11 @@ class Producer(AsyncResource, Generic[M]):
         except Exception as exc:  # not accepted: say so here, settle the gap in the sender
             err = BusError(f"cannot write to the spool {str(spool.directory)!r}: {exc!r}")
             self._holes.append((first, first + len(records) - 1, err))
-            wakeup = self._wakeup
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
+            if self._wakeup is not None:
+                self._wake_sender()
             raise err from exc
-        wakeup = self._wakeup  # a sender parked on an empty spool delivers this now
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if self._wakeup is not None:  # a sender parked on an empty spool delivers this now
+            self._wake_sender()
 
     async def send_many(
         self,
@@ -552,9 +556,8 @@ class Producer(AsyncResource, Generic[M]):
             self._count += n
             self._bytes += size
             self._queued += n
-            wakeup = self._wakeup
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
+            if self._wakeup is not None:
+                self._wake_sender()
         if flush:
             await self.flush()
 
@@ -758,12 +761,17 @@ class Producer(AsyncResource, Generic[M]):
         """Take the oldest records: up to ``batch_size`` and about ``batch_bytes``.
 
         The byte bound uses the buffer's average record size, so the cut is one
-        C-level slice rather than a Python loop over every record.
+        C-level slice rather than a Python loop over every record. Taking the
+        whole buffer (the common case) needs no pass at all: ``_bytes`` counts
+        the buffer and the pipeline, whose batches know their sizes.
         """
         buf = self._buf
         n = min(len(buf), self._batch_size)
         if self._bytes > self._batch_bytes and self._count:
             n = max(1, min(n, self._batch_bytes * self._count // self._bytes))
+        if n == len(buf):
+            self._buf = []
+            return buf, self._bytes - sum([size for _, size, _ in self._pipeline])
         batch = buf[:n]
         del buf[:n]
         return batch, sum([len(r.value) for r in batch])
@@ -793,6 +801,7 @@ class Producer(AsyncResource, Generic[M]):
                     await self._wakeup
                 finally:
                     self._wakeup = None
+                    self._woken = False
                 if self._linger > 0 and len(self._buf) < self._batch_size:
                     await asyncio.sleep(self._linger)
             while self._buf and len(pipeline) < self._max_in_flight:
@@ -813,6 +822,13 @@ class Producer(AsyncResource, Generic[M]):
             self._bytes -= size
             self._settle(len(batch))
             self._wake_room()
+
+    def _wake_sender(self) -> None:
+        """Wake the sender waiting for work (``_wakeup`` is not None)."""
+        wakeup, self._wakeup = self._wakeup, None
+        self._woken = True
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def _wake_room(self) -> None:
         while self._room_waiters:
@@ -944,6 +960,7 @@ class Producer(AsyncResource, Generic[M]):
                         await self._wakeup
                     finally:
                         self._wakeup = None
+                        self._woken = False
                     continue
                 if spool.rows == 0:
                     self._spooling = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import msgspec
 import pytest
 
 from mlops_async import Consumer, EncodeError, MessageTooLarge, MLOpsMessage, Producer
@@ -66,3 +67,29 @@ async def test_key_and_headers_apply_to_every_message() -> None:
             while len(got) < 5:
                 got += await c.get_messages(timeout=0.1)
         assert all(e.key == b"k" and e.headers == (("h", b"v"),) for e in c.envelopes)
+
+
+async def test_payloads_encoded_in_place_are_each_their_own() -> None:
+    """send() and send_many() encode into one reused buffer: every payload queued must
+    still be its own bytes, whatever came before it (a failed encode, a larger message,
+    JSON), so each is read back as sent."""
+    for fmt in ("msgpack", "json"):
+        u = url()
+        big = make_msg(-1, blob="x" * 5000)
+        async with Producer(u, topic="t", format=fmt) as p:
+            await p.send(big)
+            with pytest.raises(EncodeError):
+                await p.send(make_msg(0, o=object()))  # fails half-way through the buffer
+            await p.send(m0 := make_msg(0))  # shorter than what the buffer held: no tail left
+            await p.send_many([make_msg(i) for i in range(1, 4)])
+            with pytest.raises(EncodeError):
+                await p.send_many([make_msg(9), make_msg(9, o=object())])
+            await p.send_many([make_msg(4)], flush=True)
+        got: list[MLOpsMessage] = []
+        async with Consumer(u, topic="t", auto_offset_reset="earliest") as c:
+            async with asyncio.timeout(10):
+                while len(got) < 6:
+                    got += await c.get_messages(timeout=0.1)
+        assert [m.additional_arguments["i"] for m in got] == [-1, 0, 1, 2, 3, 4]
+        assert got[0].additional_arguments["blob"] == "x" * 5000
+        assert got[1] == msgspec.structs.replace(m0, topic="t")
