@@ -12,7 +12,10 @@ consumer or producer can skip:
 - the floor of any ``async for`` consumer: a class whose ``async def __anext__``
   pops a delivery, decodes it and sets its topic, with no acknowledgement
   bookkeeping, rebalance check, dead letters or counters (what remains of a
-  consumer with at-least-once delivery taken out).
+  consumer with at-least-once delivery taken out);
+- the floor of any ``await send()`` producer: encode after the marker, queue the
+  bytes, let a sender task take each full batch (no bounds, counters or
+  confirmations).
 
 So a broker benchmark's ratio to its raw client is bounded by this one: a
 ``kafka+confluent://`` ``async for`` cannot reach more of ``consume()`` + decode
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import time
 from collections import deque
@@ -107,6 +111,34 @@ class FloorConsumer:
         return msg
 
 
+class FloorProducer:
+    """The least an ``await send()`` producer does per message: encode after the marker,
+    queue it, and let a sender take each full batch; no bounds, counters, records or
+    confirmations (what remains of a producer with at-least-once taken out)."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.buf: list[bytes] = []
+        self.scratch = bytearray(marker)
+        self.encode_into = msgspec.msgpack.Encoder().encode_into
+        self.sender = asyncio.get_running_loop().create_task(self._run())
+
+    async def send(self, msg: MLOpsMessage) -> None:
+        self.encode_into(msg, self.scratch, 1)
+        self.buf.append(bytes(self.scratch))
+        if len(self.buf) >= CHUNK:
+            await asyncio.sleep(0)  # the sender takes the batch
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0)
+            self.buf = []  # the batch "sent": dropped
+
+    async def close(self) -> None:
+        self.sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sender
+
+
 def timed(fn: Callable[[], Any]) -> float:
     t0 = time.thread_time()
     fn()
@@ -165,6 +197,12 @@ def main() -> None:
         for m in send_msgs:
             encode(m)
 
+    async def floor_send() -> None:
+        p = FloorProducer(values[0][:1])
+        for m in send_msgs:
+            await p.send(m)
+        await p.close()
+
     async def send(many: bool) -> None:
         async with Producer(backend=ZeroBackend(), topic="t") as p:
             if many:
@@ -185,6 +223,8 @@ def main() -> None:
         "consume: library batches(1000) (zero-cost backend)": (
             "decode", lambda: asyncio.run(library("batches"))),
         "produce: raw msgspec encode loop": ("encode", raw_encode),
+        "produce: floor of any await send() (encode, queue, batch off)": (
+            "encode", lambda: asyncio.run(floor_send())),
         "produce: library await send() (zero-cost backend)": (
             "encode", lambda: asyncio.run(send(False))),
         "produce: library send_many(1000) (zero-cost backend)": (
