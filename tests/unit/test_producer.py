@@ -233,3 +233,25 @@ async def test_a_second_close_returns_once_the_first_released_everything(name: s
     await p.close()
     assert be.closed
     await first
+
+
+async def test_byte_accounting_returns_to_zero_whatever_the_cuts(name: str) -> None:
+    """The sender takes a whole buffer without adding its records' sizes up (the buffer's
+    share of ``buffered_bytes`` is what the batches in flight do not hold): after mixed
+    sends (one topic, several, send_many, byte-bounded partial cuts) and a flush, the
+    count and bytes held are zero again and every record arrived."""
+    async with Producer(f"memory://{name}", topic="t", batch_size=7, batch_bytes=2000,
+                        buffer_size=40, max_in_flight=2) as p:
+        for i in range(30):
+            if i % 3 == 0:
+                await p.send(make_msg(i, pad="y" * (i * 37)), topic=["t", "u"])
+            else:
+                await p.send(make_msg(i, pad="y" * (i * 37)))
+            if i % 10 == 9:
+                await p.send_many([make_msg(100 + i + k) for k in range(5)])
+        await p.flush()
+        assert p.stats()["buffered"] == 0
+        assert p.stats()["buffered_bytes"] == 0
+    many = [100 + i + k for i in (9, 19, 29) for k in range(5)]
+    assert sorted(await count_on(name, "t")) == sorted([*range(30), *many])
+    assert await count_on(name, "u") == list(range(0, 30, 3))
