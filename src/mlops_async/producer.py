@@ -130,7 +130,7 @@ class Producer(AsyncResource, Generic[M]):
         self._client_options = client_options
         self._topics = _topics(topic)
         self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
-        self._max_size = self._codec.max_size  # the codec's, kept here for send()
+        self._max_size = self._codec.max_size  # the codec's, for all encode paths (see start)
         self._encode_into, marker = self._codec.fast_encode_path()
         self._scratch = bytearray(marker)  # this producer's alone: see Codec.fast_encode_path
         self._batch_size = batch_size
@@ -417,7 +417,7 @@ class Producer(AsyncResource, Generic[M]):
         try:
             # into() returns None: "or" makes it one expression, for a comprehension.
             values = [into(m, scratch, 1) or bytes(scratch) for m in msgs]
-            if not values or max(map(len, values)) <= self._codec.max_size:
+            if not values or max(map(len, values)) <= self._max_size:
                 return values
         except Exception:
             pass
@@ -432,7 +432,7 @@ class Producer(AsyncResource, Generic[M]):
             value = bytes(self._scratch)
         except Exception:
             return self._codec.encode(msg)
-        if len(value) > self._codec.max_size:  # the backend may lower it at start
+        if len(value) > self._max_size:  # the backend may lower it at start
             return self._codec.encode(msg)
         return value
 
