@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .admin import Admin
 from .demo import DemoResult, run_demo
 from .endpoint import ENV_VAR, redact

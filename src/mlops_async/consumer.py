@@ -27,7 +27,7 @@ from typing import Any, Generic, Literal
 from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Backoff, Outage, open_backend, topic_names, where_to
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
@@ -43,7 +43,6 @@ from .errors import (
     TooManyDeliveries,
 )
 from .message import MLOpsMessage
-from .producer import _topics
 from .tracing import Tracing, resolve, trace_context
 
 __all__ = ["Consumer"]
@@ -105,7 +104,7 @@ class Consumer(AsyncResource, Generic[M]):
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
-        self._topics: list[str] = list(dict.fromkeys(_topics(topic)))
+        self._topics: list[str] = list(dict.fromkeys(topic_names(topic)))
         self.group = group
         self._reset: OffsetReset = auto_offset_reset
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
@@ -263,7 +262,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def subscribe(self, topic: str | Sequence[str]) -> None:
         """Add one topic or a list of topics to the subscription."""
-        added = [t for t in _topics(topic) if t not in self._topics]
+        added = [t for t in topic_names(topic) if t not in self._topics]
         if not added:
             return
         self._topics.extend(added)

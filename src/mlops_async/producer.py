@@ -35,7 +35,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Backoff, Outage, open_backend, topic_names, where_to
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -68,14 +68,6 @@ def _headers(headers: HeadersIn) -> tuple[tuple[str, bytes], ...] | None:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
     return tuple((k, v.encode() if isinstance(v, str) else bytes(v)) for k, v in items)
-
-
-def _topics(topic: str | Sequence[str] | None) -> tuple[str, ...]:
-    if topic is None:
-        return ()
-    if isinstance(topic, str):
-        return (topic,)
-    return tuple(topic)
 
 
 class Producer(AsyncResource, Generic[M]):
@@ -128,7 +120,7 @@ class Producer(AsyncResource, Generic[M]):
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
-        self._topics = _topics(topic)
+        self._topics = topic_names(topic)
         self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
         self._max_size = self._codec.max_size  # the codec's, for all encode paths (see start)
         self._encode_into, marker = self._codec.fast_encode_path()
@@ -308,7 +300,7 @@ class Producer(AsyncResource, Generic[M]):
         if unsent and self._spool is not None:
             try:
                 # Already accepted: they go in whatever the spool's size bound says.
-                await self._spool.append([(0, r) for r in unsent], force=True)
+                await self._spool.append(unsent)
                 log.warning("producer closed with %d message(s) undelivered: kept in the spool "
                             "%s for the next producer", len(unsent), str(self._spool.directory))
                 unsent = []
@@ -384,7 +376,7 @@ class Producer(AsyncResource, Generic[M]):
                 self._bytes += size
                 self._queued += 1
         else:
-            topics = self._topics if topic is None else _topics(topic)
+            topics = self._topics if topic is None else topic_names(topic)
             if not topics:
                 raise ValueError("no topic: pass topic= to send() or to the Producer")
             k = key.encode() if isinstance(key, str) else key
@@ -466,7 +458,7 @@ class Producer(AsyncResource, Generic[M]):
         """Accept a message during an outage: on disk in the spool before this returns."""
         spool = self._spool
         assert spool is not None and self._spool_room is not None
-        topics = self._topics if topic is None else _topics(topic)
+        topics = self._topics if topic is None else topic_names(topic)
         if not topics:
             raise ValueError("no topic: pass topic= to send() or to the Producer")
         k = key.encode() if isinstance(key, str) else key
@@ -493,7 +485,7 @@ class Producer(AsyncResource, Generic[M]):
         first = self._queued + 1
         self._queued += len(records)
         try:
-            await spool.append([(first + i, r) for i, r in enumerate(records)])
+            await spool.append(records)
         except Exception as exc:  # not accepted: say so here, settle the gap in the sender
             err = BusError(f"cannot write to the spool {str(spool.directory)!r}: {exc!r}")
             self._holes.append((first, first + len(records) - 1, err))
@@ -526,7 +518,7 @@ class Producer(AsyncResource, Generic[M]):
         values = self._encoded_all(msgs)
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        topics = self._topics if topic is None else _topics(topic)
+        topics = self._topics if topic is None else topic_names(topic)
         if not topics:
             raise ValueError("no topic: pass topic= to send_many() or to the Producer")
         k = key.encode() if isinstance(key, str) else key
@@ -566,7 +558,7 @@ class Producer(AsyncResource, Generic[M]):
                            flush: bool = False) -> None:
         """``send`` in a PRODUCER span whose context goes in the headers (tracing on)."""
         assert self._trace is not None
-        topics = self._topics if topic is None else _topics(topic)
+        topics = self._topics if topic is None else topic_names(topic)
         with self._trace.publishing(topics or ("",), headers, msg) as traced:
             await Producer.send(self, msg, topic=topic, key=key, headers=traced, flush=flush)
 
@@ -577,7 +569,7 @@ class Producer(AsyncResource, Generic[M]):
         """``send_many`` in one PRODUCER span; every message carries its context."""
         assert self._trace is not None
         msgs = list(msgs)
-        topics = self._topics if topic is None else _topics(topic)
+        topics = self._topics if topic is None else topic_names(topic)
         with self._trace.publishing(topics or ("",), headers, count=len(msgs)) as traced:
             await Producer.send_many(self, msgs, topic=topic, key=key, headers=traced,
                                      flush=flush)
@@ -916,7 +908,7 @@ class Producer(AsyncResource, Generic[M]):
         if records:
             # Already accepted: they go in whatever the spool's size bound says.
             try:
-                await spool.append([(first + i, r) for i, r in enumerate(records)], force=True)
+                await spool.append(records)
             except Exception as exc:  # the disk failed too: lost, and said loudly
                 log.error("producer: %d message(s) lost: the broker is away and the spool "
                           "%s cannot be written: %r", len(records), str(spool.directory), exc)
@@ -967,7 +959,7 @@ class Producer(AsyncResource, Generic[M]):
                     return
                 await spool.flushed()  # appends in flight: they are next
                 continue
-            records = [r for _, _, r in rows]
+            records = [r for _, r in rows]
             try:
                 if not self._connected:
                     await backend.connect()

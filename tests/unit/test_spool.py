@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mlops_async import ConfigurationError, Consumer, Producer, SendTimeout
 from mlops_async.backends import Record
+from mlops_async.backends.base import encode_headers
 from mlops_async.spool import Spool
 
 from ..brokers import free_port
@@ -21,20 +23,35 @@ async def test_records_come_back_in_order_with_key_and_headers(tmp_path: Path) -
     recs = [Record("t", bytes([i]), b"k" if i % 2 else None, (("h", b"v"),) if i % 3 else None)
             for i in range(10)]
     # Concurrent appends keep their call order and are committed together.
-    await asyncio.gather(*(spool.append([(i + 1, r)]) for i, r in enumerate(recs)))
+    await asyncio.gather(*(spool.append([r]) for r in recs))
     head = await spool.head(100)
-    assert [r for _, _, r in head] == recs
-    assert [seq for _, seq, _ in head] == list(range(1, 11))
+    assert [r for _, r in head] == recs
     await spool.remove(head[3][0], 4, 4)
-    assert [r for _, _, r in await spool.head(100)] == recs[4:]
+    assert [r for _, r in await spool.head(100)] == recs[4:]
     await spool.close()
     await spool.close()  # safe twice
     again = Spool(tmp_path)
     await again.open()
     assert again.rows == 6
-    # Sequence numbers belong to the process that wrote them: an earlier one's are 0.
-    assert {seq for _, seq, _ in await again.head(100)} == {0}
+    assert [r for _, r in await again.head(100)] == recs[4:]
     await again.close()
+
+
+async def test_a_spool_written_by_an_earlier_version_is_delivered(tmp_path: Path) -> None:
+    # Earlier versions stored a sequence number per record in a NOT NULL column.
+    db = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, "
+               "topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, headers BLOB)")
+    db.execute("INSERT INTO outbox (seq, topic, key, value, headers) VALUES (7, 't', NULL, ?, ?)",
+               (b"old", encode_headers((("h", b"v"),))))
+    db.commit()
+    db.close()
+    spool = Spool(tmp_path)
+    await spool.open()
+    new = Record("t", b"new", b"k")
+    await spool.append([new])
+    assert [r for _, r in await spool.head(10)] == [Record("t", b"old", None, (("h", b"v"),)), new]
+    await spool.close()
 
 
 async def test_one_producer_per_spool(tmp_path: Path) -> None:

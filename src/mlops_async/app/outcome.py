@@ -26,7 +26,7 @@ from ..errors import DecodeError, MessageTooLarge
 from ..metrics import Metrics
 from ..producer import Producer
 from ..queues import Queue
-from ..signals import Ack, Retry
+from ..signals import Ack, Reject, Retry
 from ..tracing import resolve, system_name
 from .dispatch import Slots
 from .route import OutputError, Route
@@ -626,4 +626,4 @@ def _confirmation(firsts: dict[Producer[Any], int], waits: list[asyncio.Future[A
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OutputError):
         return "invalid_output"
-    return "rejected" if type(exc).__name__ == "Reject" else "not_retriable"
+    return "rejected" if isinstance(exc, Reject) else "not_retriable"

@@ -78,6 +78,8 @@ def _load(path: str, extra: str | None) -> Any:
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except MissingDependency:  # the module said which extra it needs
+        raise
     except ImportError as exc:
         if (exc.name or "").split(".")[0] == "mlops_async":
             raise
@@ -104,7 +106,6 @@ def _backend(scheme: str) -> Any:
             known = ", ".join(sorted({*_BUILTIN, *_REGISTERED, *plugins}))
             raise ConfigurationError(f"no backend for scheme {scheme!r}:// (known: {known})")
         found = plugins[scheme]
-        extra = "postgres" if found.startswith("mlops_async.plugins.postgres") else None
     return _load(found, extra) if isinstance(found, str) else found
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import ssl
@@ -103,12 +104,15 @@ class _OutageNoise(logging.Filter):
         return True
 
 
-_NOISE = _OutageNoise()
-for _name in ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.cluster",
-              "aiokafka.producer.sender", "aiokafka.producer.producer",
-              "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
-              "aiokafka.consumer.consumer", "aiokafka.admin.client"):
-    logging.getLogger(_name).addFilter(_NOISE)
+@functools.cache
+def _quiet_outage_noise() -> None:
+    """Install the filter on aiokafka's loggers once, when the backend is first used."""
+    noise = _OutageNoise()
+    for name in ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.cluster",
+                 "aiokafka.producer.sender", "aiokafka.producer.producer",
+                 "aiokafka.consumer.fetcher", "aiokafka.consumer.group_coordinator",
+                 "aiokafka.consumer.consumer", "aiokafka.admin.client"):
+        logging.getLogger(name).addFilter(noise)
 
 _PRODUCER_PARAMS = frozenset(inspect.signature(AIOKafkaProducer.__init__).parameters) - {"self"}
 _CONSUMER_PARAMS = frozenset(inspect.signature(AIOKafkaConsumer.__init__).parameters) - {"self"}
@@ -138,7 +142,6 @@ _LIBRARY_OPTIONS = {
     "ssl_password",
 }
 _URL_PARAMS = ("sasl_mechanism", "security_protocol")
-_SECRETS = {"sasl_plain_password", "ssl_password", "sasl_oauth_token_provider", "ssl_context"}
 
 # The background committer sends at most one commit this often (acks merge meanwhile);
 # revocations and close flush at once.
@@ -240,6 +243,7 @@ class KafkaBackend(Backend):
     scheme = "kafka"
 
     def __init__(self, bootstrap_servers: str, **options: Any) -> None:
+        _quiet_outage_noise()
         self.bootstrap_servers = bootstrap_servers
         for key, why in _OWNED.items():
             if key in options:
