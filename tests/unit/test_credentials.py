@@ -13,7 +13,7 @@ import pytest
 
 from mlops_async import BusUnavailable, ConfigurationError, Producer
 from mlops_async.backends import create_backend
-from mlops_async.backends.kafka import KafkaBackend
+from mlops_async.backends.kafka.aio import KafkaBackend
 from mlops_async.endpoint import redact, split_url
 
 from ..brokers import free_port

@@ -41,7 +41,7 @@ def test_unknown_scheme_and_bad_url() -> None:
 
 def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aiokafka", None)
-    monkeypatch.delitem(sys.modules, "mlops_async.backends.kafka", raising=False)
+    monkeypatch.delitem(sys.modules, "mlops_async.backends.kafka.aio", raising=False)
     with pytest.raises(MissingDependency, match=r"mlops-async\[kafka\]"):
         create_backend("kafka://localhost:9092")
 

@@ -8,10 +8,10 @@ import sys
 _CHECK = """
 import logging
 import prometheus_client
-import mlops_async, mlops_async.backends.kafka, mlops_async.backends.redis
+import mlops_async, mlops_async.backends.kafka.aio, mlops_async.backends.redis
 assert not logging.getLogger("aiokafka.conn").filters, "filter installed at import"
 assert "redis_process_time_seconds" not in prometheus_client.REGISTRY._names_to_collectors
-from mlops_async.backends.kafka import KafkaBackend
+from mlops_async.backends.kafka.aio import KafkaBackend
 from mlops_async.backends.redis import RedisBackend
 KafkaBackend("127.0.0.1:1")
 RedisBackend("redis://127.0.0.1:1/0")

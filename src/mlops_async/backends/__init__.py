@@ -38,8 +38,8 @@ BackendFactory = Callable[..., Backend]
 # scheme -> ("module:Class", extra that provides its driver)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "memory": ("mlops_async.backends.memory:MemoryBackend", None),
-    "kafka": ("mlops_async.backends.kafka:KafkaBackend", "kafka"),
-    "kafka+confluent": ("mlops_async.backends.confluent:ConfluentBackend", "confluent"),
+    "kafka": ("mlops_async.backends.kafka.aio:KafkaBackend", "kafka"),
+    "kafka+confluent": ("mlops_async.backends.kafka.confluent:ConfluentBackend", "confluent"),
     "redis": ("mlops_async.backends.redis:RedisBackend", "redis"),
     "rediss": ("mlops_async.backends.redis:RedisBackend", "redis"),
     # postgresql:// comes from the entry point in pyproject.toml (a plugin).

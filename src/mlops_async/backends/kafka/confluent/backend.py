@@ -11,11 +11,11 @@ and a consumer group may move from one backend to the other keeping its
 offsets.
 
 Nothing waits on the event loop: each client's blocking calls run on a
-thread of its own (:mod:`.confluent_thread`). A producer has a second thread
+thread of its own (:mod:`.thread`). A producer has a second thread
 that serves delivery reports; each batch is counted down there and resolved
 on the loop with one ``call_soon_threadsafe`` per poll, not a future per
-record. Consuming is in :mod:`.confluent_consumer`, options in
-:mod:`.confluent_options`, admin operations in :mod:`.confluent_admin`.
+record. Consuming is in :mod:`.consumer`, options in
+:mod:`.options`, admin operations in :mod:`.admin`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, NoReturn, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from ..endpoint import redact, split_url
-from ..errors import AuthenticationError, BusError, BusUnavailable, ConfigurationError
-from .base import (
+from ....endpoint import redact, split_url
+from ....errors import AuthenticationError, BusError, BusUnavailable, ConfigurationError
+from ...base import (
     Backend,
     GroupInfo,
     OffsetReset,
@@ -42,11 +42,11 @@ from .base import (
     Subscription,
     TopicInfo,
 )
-from .confluent_admin import ConfluentAdmin
-from .confluent_consumer import ConfluentSubscription
-from .confluent_errors import AUTH_CODES, librdkafka_log, raise_ours, to_ours
-from .confluent_options import Role, option_names, scoped, to_librdkafka
-from .confluent_thread import ClientThread, bounded
+from .admin import ConfluentAdmin
+from .consumer import ConfluentSubscription
+from .errors import AUTH_CODES, librdkafka_log, raise_ours, to_ours
+from .options import Role, option_names, scoped, to_librdkafka
+from .thread import ClientThread, bounded
 
 __all__ = ["ConfluentBackend"]
 

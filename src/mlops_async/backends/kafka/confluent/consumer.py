@@ -39,9 +39,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from ..errors import BusUnavailable
-from .base import Delivery, OffsetReset, Subscription
-from .confluent_errors import (
+from ....errors import BusUnavailable
+from ...base import Delivery, OffsetReset, Subscription
+from .errors import (
     DOWN_CODES,
     QUIET_CODES,
     REBALANCED_CODES,
@@ -49,7 +49,7 @@ from .confluent_errors import (
     raise_ours,
     to_ours,
 )
-from .confluent_thread import ClientThread, bounded, quiet
+from .thread import ClientThread, bounded, quiet
 
 __all__ = ["ConfluentSubscription"]
 

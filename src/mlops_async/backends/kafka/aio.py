@@ -57,8 +57,8 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
-from ..endpoint import redact, split_url
-from ..errors import (
+from ...endpoint import redact, split_url
+from ...errors import (
     AuthenticationError,
     BusError,
     BusUnavailable,
@@ -67,7 +67,7 @@ from ..errors import (
     MissingDependency,
     PublishError,
 )
-from .base import (
+from ..base import (
     Backend,
     Delivery,
     ErrorMap,

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import BusUnavailable
+from ....errors import BusUnavailable
 
 __all__ = ["ClientThread", "bounded", "quiet"]
 

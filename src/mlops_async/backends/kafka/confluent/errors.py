@@ -17,8 +17,8 @@ from typing import NoReturn
 
 from confluent_kafka import KafkaError, KafkaException
 
-from ..errors import AuthenticationError, BusError, BusUnavailable, PublishError
-from .base import ErrorMap, reraise, translate
+from ....errors import AuthenticationError, BusError, BusUnavailable, PublishError
+from ...base import ErrorMap, reraise, translate
 
 __all__ = [
     "AUTH_CODES",

@@ -20,10 +20,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from ..errors import BusError, BusUnavailable, PublishError
-from .base import GroupInfo, PartitionLag, TopicInfo
-from .confluent_errors import TOPIC_EXISTS, UNKNOWN_TOPIC, code, raise_ours
-from .confluent_thread import ClientThread, bounded
+from ....errors import BusError, BusUnavailable, PublishError
+from ...base import GroupInfo, PartitionLag, TopicInfo
+from .errors import TOPIC_EXISTS, UNKNOWN_TOPIC, code, raise_ours
+from .thread import ClientThread, bounded
 
 __all__ = ["ConfluentAdmin"]
 

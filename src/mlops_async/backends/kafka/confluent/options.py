@@ -16,7 +16,7 @@ import difflib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ..errors import ConfigurationError
+from ....errors import ConfigurationError
 
 __all__ = [
     "LIBRARY_OPTIONS",
