@@ -10,8 +10,8 @@ import pytest
 from mlops_async import BusClosed, BusUnavailable, Consumer, DecodeError, Producer
 from mlops_async.backends import Record
 
-from ..conftest import make_msg
-from .faults import FaultyBackend
+from ...conftest import make_msg
+from ..faults import FaultyBackend
 
 
 @pytest.fixture
@@ -132,3 +132,18 @@ async def test_prefetch_is_bounded(name: str) -> None:
     async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest", prefetch=10) as c:
         await c.__anext__()
         assert c.stats()["buffered"] <= 9
+
+
+async def test_a_batch_given_up_on_is_not_acknowledged_unseen() -> None:
+    url = f"memory://take-{uuid.uuid4().hex[:6]}"
+    async with Producer(url, topic="t") as p:
+        c: Consumer = Consumer(url, topic="t", group="g", auto_offset_reset="earliest",
+                               poll_timeout=0.1)
+        await c.start()
+        await p.send(make_msg(0), flush=True)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await c.receive_many(10, 5.0)  # one message, then waiting for more
+        await c.close()  # processed=True: must not ack what was never handed out
+        async with Consumer(url, topic="t", group="g", auto_offset_reset="earliest") as again:
+            assert len(await again.get_messages(timeout=0.3)) == 1

@@ -18,7 +18,7 @@ from mlops_async import (
 )
 from mlops_async.codec import JSON_V1, MSGPACK_V1
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 json_values = st.recursive(
     st.none()

@@ -109,7 +109,7 @@ async def test_an_app_with_a_typed_queue_and_no_url_does_not_start() -> None:
 def test_schema_dict_and_structs(tmp_path: Path) -> None:
     f = tmp_path / "queues.yml"
     f.write_text("queues:\n  - name: raw\n    schema: dict\n"
-                 "  - name: typed\n    schema: tests.unit.test_queues:Reading\n"
+                 "  - name: typed\n    schema: tests.unit.ops.test_queues:Reading\n"
                  "  - name: plain\n")
     raw, typed, plain = load_config(f).queues
     assert schema_of(raw) is dict and schema_of(raw, Reading) is dict  # declared wins
@@ -157,7 +157,7 @@ async def test_the_handlers_annotation_is_the_input_schema() -> None:
     # The README's example: no schema declared for the input, the handler says RawEvent.
     url = bus()
     app = App("annotated", url=url, heartbeat=None)
-    app.queue("scaled", schema="tests.unit.test_queues:Scaled")
+    app.queue("scaled", schema="tests.unit.ops.test_queues:Scaled")
     seen: list[Reading] = []
 
     @app.handler(input="readings", outputs=["scaled"])

@@ -10,7 +10,7 @@ import pytest
 
 from mlops_async import Consumer, EncodeError, MessageTooLarge, MLOpsMessage, Producer
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 
 def url() -> str:

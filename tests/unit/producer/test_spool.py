@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from mlops_async.backends import Record
 from mlops_async.backends.base import encode_headers
 from mlops_async.spool import Spool
 
-from ..brokers import free_port
-from ..conftest import make_msg
+from ...brokers import free_port
+from ...conftest import make_msg
+from ..faults import FaultyBackend
 
 
 async def test_records_come_back_in_order_with_key_and_headers(tmp_path: Path) -> None:
@@ -83,7 +85,7 @@ def test_spool_and_strict_are_exclusive(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 async def test_messages_sent_during_an_outage_arrive_in_order_after_it(tmp_path: Path) -> None:
-    from ..brokers import redis_server
+    from ...brokers import redis_server
 
     server = redis_server()
     url = f"redis://127.0.0.1:{server.port}/0"
@@ -136,7 +138,7 @@ async def test_sends_after_an_idle_start_during_an_outage_are_on_disk(tmp_path: 
 async def test_a_send_waiting_for_room_when_the_broker_goes_away_goes_to_disk(
     tmp_path: Path,
 ) -> None:
-    from .faults import FaultyBackend
+    from ..faults import FaultyBackend
 
     be = FaultyBackend(f"spool-{tmp_path.name}")
     be.gate.clear()  # the first publish hangs until the broker "fails"
@@ -164,7 +166,7 @@ async def test_a_send_waiting_for_room_when_the_broker_goes_away_goes_to_disk(
 async def test_flush_and_close_of_the_next_producer_wait_for_what_the_last_one_left(
     tmp_path: Path,
 ) -> None:
-    from .faults import FaultyBackend
+    from ..faults import FaultyBackend
 
     name = f"spool-next-{tmp_path.name}"
     down = FaultyBackend(name)
@@ -193,7 +195,7 @@ async def test_a_failed_disk_write_is_an_error_at_send_and_never_stalls_later_fl
 
     from mlops_async import BusError, PublishError
 
-    from .faults import FaultyBackend
+    from ..faults import FaultyBackend
 
     name = f"spool-disk-{tmp_path.name}"
     be = FaultyBackend(name)
@@ -227,7 +229,7 @@ async def test_a_spool_read_error_is_logged_and_the_sender_carries_on(
 ) -> None:
     import sqlite3
 
-    from .faults import FaultyBackend
+    from ..faults import FaultyBackend
 
     name = f"spool-read-{tmp_path.name}"
     be = FaultyBackend(name)
@@ -253,3 +255,25 @@ async def test_a_spool_read_error_is_logged_and_the_sender_carries_on(
                         auto_offset_reset="earliest") as c:
         got = [m.additional_arguments["i"] for m in await c.get_messages(timeout=0.1)]
     assert got == [0, 1]
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_send_many_during_an_outage_is_delivered_from_the_spool(
+    tmp_path: Path, many: bool
+) -> None:
+    backend = FaultyBackend(f"flaky-{uuid.uuid4().hex[:6]}")
+    backend.down = True
+    p: Producer = Producer("memory://x", topic="t", spool=tmp_path, backend=backend,
+                           flush_timeout=0.5)
+    await p.start()
+    await asyncio.sleep(0.2)
+    if many:
+        await p.send_many([make_msg(i) for i in range(5)])
+    else:
+        for i in range(5):
+            await p.send(make_msg(i))
+    await asyncio.sleep(0.3)
+    backend.down = False
+    await p.flush(timeout=10)  # the sender was woken: the spool drains
+    assert p.stats()["sent"] == 5
+    await p.close()

@@ -153,7 +153,7 @@ _IN_PLACE = [
 @pytest.mark.parametrize("change", [c for _, c in _IN_PLACE], ids=[n for n, _ in _IN_PLACE])
 def test_nothing_inside_a_built_message_changes_in_place(change: Any) -> None:
     # Built messages are frozen all the way down; a decoded one at the top level only
-    # (tests/unit/test_message_evolution.py): deep freezing on decode doubled its cost.
+    # (tests/unit/messages/test_message_evolution.py): deep freezing on decode doubled its cost.
     msg = _nested()
     before = msgspec.json.encode(msg)
     with pytest.raises(TypeError, match=r"immutable.*to_builder"):

@@ -12,10 +12,10 @@ import pytest
 
 from mlops_async import BusUnavailable, Producer
 
-from ..brokers import free_port
-from ..conftest import make_msg
+from ...brokers import free_port
+from ...conftest import make_msg
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

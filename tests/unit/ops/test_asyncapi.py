@@ -30,7 +30,7 @@ from mlops_async import App, ConfigurationError, MLOpsMessage, Pipeline
 from mlops_async.asyncapi import asyncapi_document, render
 from mlops_async.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SPECS = "@asyncapi/specs@6.11.1"  # pinned: holds schemas/3.0.0.json, the AsyncAPI 3.0.0 schema
 SCHEMA_MEMBER = "package/schemas/3.0.0.json"
 

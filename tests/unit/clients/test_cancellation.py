@@ -9,8 +9,8 @@ import pytest
 
 from mlops_async import Consumer, Producer
 
-from ..conftest import make_msg
-from .faults import FaultyBackend
+from ...conftest import make_msg
+from ..faults import FaultyBackend
 
 
 def other_tasks() -> set[asyncio.Task[object]]:

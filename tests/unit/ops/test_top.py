@@ -12,7 +12,7 @@ from mlops_async import Consumer, Producer
 from mlops_async.backends import Record
 from mlops_async.top import TopView, run_top
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 
 async def fill(url: str, topic: str, group: str) -> None:

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mlops_async import App, Consumer, MLOpsMessage, Producer, tracing
 from mlops_async.backends import Record, create_backend
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 FOREIGN_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 FOREIGN_SPAN = "00f067aa0ba902b7"

@@ -18,8 +18,8 @@ from mlops_async import (
     SendTimeout,
 )
 
-from ..conftest import make_msg
-from .faults import FaultyBackend
+from ...conftest import make_msg
+from ..faults import FaultyBackend
 
 
 @pytest.fixture

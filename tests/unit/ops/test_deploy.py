@@ -15,7 +15,7 @@ from mlops_async import App, ConfigurationError, MLOpsMessage, Pipeline
 from mlops_async.cli import main
 from mlops_async.deploy import k8s_manifests, render_manifests
 
-TARGET = "tests.unit.test_deploy:pipeline"
+TARGET = "tests.unit.ops.test_deploy:pipeline"
 # The oldest and the newest schemas the package ships that we promise to fit.
 K8S_VERSIONS = ("1.28.0", "1.37.0")
 
@@ -117,7 +117,7 @@ def test_the_parameters_in_the_manifest_are_what_the_stage_reads(
 
 
 def test_a_finite_pipeline_gets_jobs_sharing_one_run_id() -> None:
-    docs = k8s_manifests(finite, "tests.unit.test_deploy:finite")
+    docs = k8s_manifests(finite, "tests.unit.ops.test_deploy:finite")
     valid(docs)
     assert [(d["kind"], d["spec"]["parallelism"], d["spec"]["completions"]) for d in docs] == [
         ("Job", 1, 1), ("Job", 2, 2)]
@@ -128,10 +128,10 @@ def test_a_finite_pipeline_gets_jobs_sharing_one_run_id() -> None:
 
 
 def test_an_app_is_one_deployment() -> None:
-    (doc,) = k8s_manifests(app, "tests.unit.test_deploy:app", metrics_port=None)
+    (doc,) = k8s_manifests(app, "tests.unit.ops.test_deploy:app", metrics_port=None)
     valid([doc])
     assert doc["metadata"]["name"] == "solo-worker" and doc["spec"]["replicas"] == 1
-    assert container(doc)["args"] == ["run", "tests.unit.test_deploy:app", "--url",
+    assert container(doc)["args"] == ["run", "tests.unit.ops.test_deploy:app", "--url",
                                       "$(MLOPS_BUS_URL)"]
     assert "livenessProbe" not in container(doc)
     assert doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 15

@@ -13,7 +13,7 @@ from mlops_async import Admin, Consumer, MLOpsMessage, Producer
 from mlops_async.backends import Delivery, Record, memory
 from mlops_async.backends.memory import MemoryBackend, MemoryBroker
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 
 def bus() -> str:

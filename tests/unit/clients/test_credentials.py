@@ -16,8 +16,8 @@ from mlops_async.backends import create_backend
 from mlops_async.backends.kafka.aio import KafkaBackend
 from mlops_async.endpoint import redact, split_url
 
-from ..brokers import free_port
-from ..conftest import make_msg
+from ...brokers import free_port
+from ...conftest import make_msg
 
 SECRET = "pa:ss@w0rd"
 QUOTED = "pa%3Ass%40w0rd"

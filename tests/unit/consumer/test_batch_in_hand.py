@@ -6,7 +6,7 @@ import uuid
 
 from mlops_async import Consumer, MLOpsMessage, Producer
 
-from ..conftest import make_msg
+from ...conftest import make_msg
 
 
 async def fill(url: str, n: int) -> None:

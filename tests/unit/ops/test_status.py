@@ -15,7 +15,7 @@ import pytest
 from mlops_async import Consumer, MessageType, MLOpsMessage, Producer
 from mlops_async.status import Webhook, reports_status
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def statuses(url: str, topic: str = "status", n: int = 1) -> list[MLOpsMessage]:
