@@ -60,7 +60,7 @@ async def test_a_send_cancelled_while_it_yields_to_the_sender_queued_nothing(nam
         with pytest.raises(asyncio.CancelledError):
             await task
         # CancelledError from send() means not queued: a caller may send it again.
-        assert p.sequence == 1
+        assert p.ledger.queued == 1
     assert await received(url, "t") == [1]
 
 

@@ -58,7 +58,7 @@ async def test_close_is_bounded_and_a_cancelled_close_still_releases(nowhere: st
     async with asyncio.timeout(5):  # not the 30 s close_timeout
         with pytest.raises(asyncio.CancelledError):
             await closing
-    assert p._sender is not None and p._sender.done()
+    assert p._sender is not None and not p._sender.running
     assert p.backend is not None and getattr(p.backend, "redis", None) is None  # released
     await p.close()  # safe twice
 

@@ -41,7 +41,7 @@ async def test_a_bad_message_raises_before_any_is_queued() -> None:
     async with Producer(u, topic="t", max_message_size=1024) as p:
         with pytest.raises(MessageTooLarge):
             await p.send_many([make_msg(0), big, make_msg(2)])
-        assert p.sequence == 0
+        assert p.ledger.queued == 0
         await p.send_many([], flush=True)  # nothing to do
 
 
@@ -51,7 +51,7 @@ async def test_an_unencodable_message_from_a_generator_raises_before_any_is_queu
         msgs = (make_msg(i, o=object()) if i == 2 else make_msg(i) for i in range(5))
         with pytest.raises(EncodeError, match="cannot encode"):
             await p.send_many(msgs)
-        assert p.sequence == 0
+        assert p.ledger.queued == 0
         await p.send_many((make_msg(i) for i in range(3)), flush=True)  # a generator, read once
     assert await read(u, "t", 3) == [0, 1, 2]
 

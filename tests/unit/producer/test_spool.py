@@ -95,7 +95,7 @@ async def test_messages_sent_during_an_outage_arrive_in_order_after_it(tmp_path:
     await p.start()  # broker not there yet: sends go to the spool
     for i in range(n):
         await p.send(make_msg(i))
-    assert p._spool is not None and p._spool.rows == n
+    assert p.stats()["spooled"] == n
     server.start()
     try:
         async with Consumer(url, topic="spooled", auto_offset_reset="earliest") as c:
@@ -106,7 +106,7 @@ async def test_messages_sent_during_an_outage_arrive_in_order_after_it(tmp_path:
                         timeout=0.2)]
         assert got == list(range(n))  # delivered once the broker came, in order
         await p.flush()
-        assert p._spool.rows == 0
+        assert p.stats()["spooled"] == 0
     finally:
         await p.close()
         server.stop()
@@ -203,7 +203,7 @@ async def test_a_failed_disk_write_is_an_error_at_send_and_never_stalls_later_fl
     p: Producer = Producer(backend=be, topic="t", spool=tmp_path, flush_timeout=0.1)
     await p.send(make_msg(0))
     assert p._spool is not None
-    spool = p._spool
+    spool = p._spool.spool  # the sqlite file behind it: faults injected there
 
     def disk_full(batch: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
@@ -237,7 +237,7 @@ async def test_a_spool_read_error_is_logged_and_the_sender_carries_on(
     p: Producer = Producer(backend=be, topic="t", spool=tmp_path, flush_timeout=0.1)
     await p.send(make_msg(0))
     assert p._spool is not None
-    spool = p._spool
+    spool = p._spool.spool  # the sqlite file behind it: faults injected there
     failures = []
 
     def bad_read(n: int) -> object:
