@@ -10,7 +10,8 @@ from mlops_async import MLOpsMessage
 from mlops_async import Consumer, MessageBuilder, MessageType, Producer, Stage
 
 
-async def tour(url: str = "memory://tour") -> list[MLOpsMessage]:
+async def tour(url: str = "memory://tour", topic: str = "train",
+               group: str = "trainers") -> list[MLOpsMessage]:
     msg = (
         MessageBuilder()
         .with_msg_type(MessageType.START)
@@ -22,13 +23,13 @@ async def tour(url: str = "memory://tour") -> list[MLOpsMessage]:
         .build()                       # frozen: assigning to a field raises
     )
 
-    async with Producer(url, topic="train") as producer:
+    async with Producer(url, topic=topic) as producer:
         await producer.send(msg)                      # queued; batched to the broker
         await producer.send(msg, key="user-42")       # same key -> same partition, in order
         await producer.send(msg, flush=True)          # returns once the broker confirmed it
 
     received = []
-    async with Consumer(url, topic="train", group="trainers",
+    async with Consumer(url, topic=topic, group=group,
                         auto_offset_reset="earliest") as consumer:
         async for msg in consumer:                    # acknowledged after the loop body finished
             print(msg.topic, msg.user_message, msg.additional_arguments)

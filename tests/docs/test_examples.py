@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from pathlib import Path
+
+import pytest
 
 from mlops_async import DeadLetter, MessageType
 
@@ -25,7 +28,7 @@ def test_readme_example_runs_as_a_script() -> None:
 async def test_tour_sends_three_and_reads_them_back() -> None:
     got = await load("getting_started/tour.py").tour(bus("tour"))
     assert [m.user_message for m in got] == ["Hello World"] * 3
-    assert {m.topic for m in got} == {"train"}
+    assert {m.topic for m in got} == {"train"}  # the default topic
 
 
 async def test_messages_build_derive_and_own_schema() -> None:
@@ -47,9 +50,16 @@ async def test_dead_letter_reader_reads_junk_and_oversize_letters() -> None:
     assert len(by_type["MessageTooLarge"].original) == 2_000_001
 
 
-async def test_engine_example_outputs_filters_and_dead_letters() -> None:
-    mod = load("engine/featurize.py")
-    features, letters = await mod.run_once("memory://features")
+async def test_engine_example_outputs_filters_and_dead_letters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's engine example as it is, with the queues.yml it names, on a memory bus.
+    (tmp_path / "queues.yml").write_text("queues: []\n")
+    monkeypatch.chdir(tmp_path)
+    mod = load("engine/feature_worker.py")
+    url = bus("features")
+    mod.app.url = url
+    features, letters = await load("engine/run_by_hand.py").run_once(
+        mod.app, url, mod.RawEvent, mod.Feature)
     assert features == [mod.Feature("u1", 3.0)]
     assert [x.error for x in letters] == ["negative value"]
 

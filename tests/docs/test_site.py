@@ -36,6 +36,7 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
     assert "etl-worker-1" in tour                           # a snippet was included
     api = (site / "reference" / "clients" / "index.html").read_text()
     assert "send_many" in api                               # docstrings were rendered
+    assert ":class:" not in api                             # Sphinx roles are dropped
     assert (site / "wire-format.schema.json").is_file()
     assert (site / "benchmark-results" / "peers.png").is_file()
 
