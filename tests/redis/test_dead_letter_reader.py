@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ..unit.test_dead_letter_reader import oversize_letter
+from ..unit.consumer.test_dead_letter_reader import oversize_letter
 
 pytestmark = pytest.mark.redis
 
