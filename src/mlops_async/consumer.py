@@ -31,7 +31,7 @@ from ._client import AsyncResource, Backoff, Outage, open_backend, topic_names, 
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
-from .deadletter import dead_letter_record
+from .deadletter import dead_letter_record, letter_size_limit
 from .errors import (
     AuthenticationError,
     BusClosed,
@@ -75,7 +75,7 @@ class Consumer(AsyncResource, Generic[M]):
         auto_offset_reset: OffsetReset = "latest",
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
-        max_message_size: int = DEFAULT_MAX_SIZE,
+        max_message_size: int | None = None,
         prefetch: int = 1000,
         poll_timeout: float = 1.0,
         commit: Literal["auto", "manual"] = "auto",
@@ -107,6 +107,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._topics: list[str] = list(dict.fromkeys(topic_names(topic)))
         self.group = group
         self._reset: OffsetReset = auto_offset_reset
+        if max_message_size is None:
+            max_message_size = letter_size_limit(schema) or DEFAULT_MAX_SIZE
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
         # A consumer's codec limit never changes after this (a Producer's may: see start).
         self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
