@@ -130,8 +130,13 @@ class UIServer:
             if path == "/api/dlq":
                 topic = _one_param(query, "topic")
                 limit = int(_one_param(query, "limit", "20"))
+                try:
+                    waiting: int | None = await self.watch.waiting(topic)
+                except BusError:  # an Admin that cannot tell: the letters still show
+                    waiting = None
                 return 200, "application/json", _json(
-                    {"topic": topic, "letters": self.watch.letters(topic, limit)})
+                    {"topic": topic, "waiting": waiting,
+                     "letters": self.watch.letters(topic, limit)})
             raise _Bad(404, f"no page at {path}")
         if method == "POST" and path == "/api/replay":
             if headers.get("x-requested-with") != "mlops-async":

@@ -34,6 +34,10 @@ __all__ = ["Watch", "compose", "decode_original", "letter_view"]
 
 log = logging.getLogger("mlops_async.ui")
 
+#: The replay's consumer group (``mlops-async dlq replay`` uses the same): its position on a
+#: dead-letter topic marks what was replayed, whichever tool did it.
+REPLAY_GROUP = "mlops-dlq-replay"
+
 #: Seconds over which a queue's backlog must have grown to be shown as growing.
 GROWTH_WINDOW = 5.0
 
@@ -267,13 +271,32 @@ class Watch:
         kept = self._view.letters.get(dlq_topic, ()) if self._view is not None else ()
         return [letter_view(x) for x in reversed(list(kept)[-limit:])]
 
+    async def waiting(self, dlq_topic: str) -> int:
+        """Dead letters of ``dlq_topic`` not replayed yet (past the replay group's position)."""
+        from ..admin import Admin
+
+        async with Admin(self.url, **self.client_options) as admin:
+            mine = [p for p in await admin.group_lag(REPLAY_GROUP) if p.topic == dlq_topic]
+            if mine:
+                return sum(p.lag for p in mine)
+            info = {t.name: t for t in await admin.list_topics()}.get(dlq_topic)
+            return (info.messages or 0) if info is not None else 0
+
     async def replay(self, dlq_topic: str, limit: int | None = None) -> int:
         """Replay ``dlq_topic`` to its sources (the existing replay: byte for byte, in order,
-        each letter once across replays); returns how many records went back."""
+        each letter once across replays); returns how many records went back.
+
+        "All" means the letters waiting now: a stage that still fails dead-letters
+        them again, and those wait for the next replay instead of looping.
+        """
         from ..app.replay import replay_dead_letters
 
-        return await replay_dead_letters(self.url, dlq_topic, limit=limit, timeout=0.5,
-                                         **self.client_options)
+        waiting = await self.waiting(dlq_topic)
+        limit = waiting if limit is None else min(limit, waiting)
+        if limit <= 0:
+            return 0
+        return await replay_dead_letters(self.url, dlq_topic, group=REPLAY_GROUP, limit=limit,
+                                         timeout=0.5, **self.client_options)
 
     async def close(self) -> None:
         self._listeners.clear()

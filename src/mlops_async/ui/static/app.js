@@ -9,6 +9,7 @@
   const svg = document.getElementById("graph");
   const edgeEls = new Map();
   let openDlq = null;
+  let dlqWaiting = null;
   let latest = null;
 
   function el(name, attrs, parent, text) {
@@ -213,9 +214,12 @@
   function refreshDlqCount() {
     const q = latest && Object.values(latest.queues).find(x => x.dlq === openDlq);
     document.getElementById("dlq-count").textContent = q
-      ? count(q.dead_letters) + " in the topic · from " + q.topic : "";
+      ? count(q.dead_letters) + " in the topic" +
+        (dlqWaiting === null ? "" : " · " + count(dlqWaiting) + " waiting to replay") +
+        " · from " + q.topic : "";
   }
   async function showDlq(topic) {
+    if (openDlq !== topic) dlqWaiting = null;
     openDlq = topic;
     const drawer = document.getElementById("drawer");
     drawer.hidden = false;
@@ -224,6 +228,8 @@
     const res = await fetch("/api/dlq?topic=" + encodeURIComponent(topic) + "&limit=20");
     const body = await res.json();
     if (openDlq !== topic) return;
+    dlqWaiting = body.waiting;
+    refreshDlqCount();
     const list = document.getElementById("letters");
     list.textContent = "";
     if (!body.letters.length) list.appendChild(text("div", "muted", "No dead letter read yet."));
@@ -270,6 +276,7 @@
       const body = await res.json();
       out.textContent = res.ok ? "replayed " + body.replayed : body.error;
       out.setAttribute("data-replayed", res.ok ? body.replayed : "error");
+      if (res.ok) setTimeout(() => { if (openDlq) showDlq(openDlq); }, 1200);
     } catch (e) {
       out.textContent = String(e);
     } finally {
