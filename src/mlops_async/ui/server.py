@@ -96,6 +96,10 @@ class UIServer:
             await self._one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the page went away mid-request
+        except asyncio.CancelledError:
+            # close() ends open streams so: finish quietly (asyncio logs a handler task
+            # that ends cancelled as an error).
+            pass
         finally:
             self._clients.discard(task)
             writer.close()

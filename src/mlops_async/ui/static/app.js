@@ -90,7 +90,9 @@
       el("tspan", { class: "rate-in", "data-value": s.in_rate }, f, "in " + rate(s.in_rate));
       el("tspan", {}, f, "  ·  ");
     }
-    el("tspan", { class: "rate-out", "data-value": s.out_rate }, f, "out " + rate(s.out_rate));
+    if (s.outputs.length) {
+      el("tspan", { class: "rate-out", "data-value": s.out_rate }, f, "out " + rate(s.out_rate));
+    } else f.lastChild && f.removeChild(f.lastChild);  // a sink: no "·" before nothing
     const f2 = el("text", { class: "sub", x: 16, y: 57 }, g);
     el("tspan", {}, f2, source ? count(s.published) + " sent" : count(s.processed) + " done");
     const bad = el("tspan", { class: s.failed ? "fig bad failed" : "failed", dx: 8 }, f2,
