@@ -118,6 +118,11 @@ class Running:
             await self.server.close()
 
 
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: UI_SCREENSHOTS (docs/img for the docs), else the test's tmp dir."""
+    return Path(os.environ.get("UI_SCREENSHOTS") or tmp_path)
+
+
 def wait_for(driver: Any, what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
@@ -192,7 +197,7 @@ def test_the_page_on_memory(browser: Any, tmp_path: Path) -> None:
         wait_for(browser, "a stopped replica", lambda: sorted(
             replica_states(browser, "parse"))[-1] == "stopped")
         assert "stopped" in browser.find_element("css selector", '[data-node="s:parse"]').text
-        browser.save_screenshot(str(tmp_path / "memory.png"))
+        browser.save_screenshot(str(shots(tmp_path) / "ui-stopped.png"))
     finally:
         loop.run(run.close())
         loop.close()
@@ -219,7 +224,7 @@ def test_the_page_on_redis(browser: Any, redis_url: str, tmp_path: Path) -> None
                  lambda: attr(browser, mine, "data-state") == ["silent"])
         assert attr(browser, '[data-node="s:parse"]', "data-state") == ["silent"]
         assert browser.find_element("css selector", "#totals").text.count("1 silent") == 1
-        browser.save_screenshot(str(tmp_path / "redis.png"))
+        browser.save_screenshot(str(shots(tmp_path) / "ui-silent.png"))
     finally:
         if replica.poll() is None:
             replica.kill()

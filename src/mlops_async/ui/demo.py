@@ -50,7 +50,7 @@ def demo_pipeline(url: str, *, records: int = 6000, rate: float = 200.0,
 
     @p.stage(input="features", outputs=["scores"], replicas=2)
     async def score(msg: MLOpsMessage) -> list[tuple[str, Any]]:
-        await asyncio.sleep(0.012)  # a model call: slower than the source
+        await asyncio.sleep(0.09)  # a model call: a little slower than the source
         z = msg.additional_arguments["z"]
         return [("scores", msg.to_builder().with_argument("p", 1 / (1 + math.exp(-z))).build())]
 

@@ -275,12 +275,18 @@ class Watch:
         """Dead letters of ``dlq_topic`` not replayed yet (past the replay group's position)."""
         from ..admin import Admin
 
+        if self._view is not None:  # a page is open: its Admin is
+            return await self._waiting(self._view.admin, dlq_topic)
         async with Admin(self.url, **self.client_options) as admin:
-            mine = [p for p in await admin.group_lag(REPLAY_GROUP) if p.topic == dlq_topic]
-            if mine:
-                return sum(p.lag for p in mine)
-            info = {t.name: t for t in await admin.list_topics()}.get(dlq_topic)
-            return (info.messages or 0) if info is not None else 0
+            return await self._waiting(admin, dlq_topic)
+
+    @staticmethod
+    async def _waiting(admin: Any, dlq_topic: str) -> int:
+        mine = [p for p in await admin.group_lag(REPLAY_GROUP) if p.topic == dlq_topic]
+        if mine:
+            return sum(p.lag for p in mine)
+        info = {t.name: t for t in await admin.list_topics()}.get(dlq_topic)
+        return (info.messages or 0) if info is not None else 0
 
     async def replay(self, dlq_topic: str, limit: int | None = None) -> int:
         """Replay ``dlq_topic`` to its sources (the existing replay: byte for byte, in order,

@@ -220,8 +220,14 @@
         (dlqWaiting === null ? "" : " · " + count(dlqWaiting) + " waiting to replay") +
         " · from " + q.topic : "";
   }
+  let shownNewest = null;
   async function showDlq(topic) {
-    if (openDlq !== topic) dlqWaiting = null;
+    if (openDlq !== topic) {
+      dlqWaiting = null; shownNewest = null;
+      const out = document.getElementById("replay-result");
+      out.textContent = "";
+      out.removeAttribute("data-replayed");
+    }
     openDlq = topic;
     const drawer = document.getElementById("drawer");
     drawer.hidden = false;
@@ -232,6 +238,10 @@
     if (openDlq !== topic) return;
     dlqWaiting = body.waiting;
     refreshDlqCount();
+    const newest = body.letters.length ? body.letters[0].source_topic + "@" + body.letters[0].offset +
+      "/" + body.letters[0].failed_at : "";
+    if (newest === shownNewest) return;  // nothing new: keep the reader's scroll and folds
+    shownNewest = newest;
     const list = document.getElementById("letters");
     list.textContent = "";
     if (!body.letters.length) list.appendChild(text("div", "muted", "No dead letter read yet."));
@@ -285,6 +295,7 @@
       buttons.forEach(b => { b.disabled = false; });
     }
   }
+  setInterval(() => { if (openDlq) showDlq(openDlq); }, 3000);  // new letters, what waits
   document.getElementById("dlq-close").onclick = () => {
     openDlq = null;
     document.getElementById("drawer").hidden = true;
