@@ -226,3 +226,28 @@ async def test_idle_and_draining_states_are_beaten() -> None:
         assert {"idle", "draining", "stopped"} <= seen
     finally:
         await watch.close()
+
+
+async def test_without_declarations_the_graph_comes_from_running_replicas() -> None:
+    url = f"memory://ui-{uuid.uuid4().hex[:6]}"
+    app = App("relay", url=url, heartbeat=0.1)
+    app.queue("src", value="t.src")
+
+    @app.handler(input="src", outputs=["dst"])
+    async def relay(msg: Any) -> list[tuple[str, Any]]:
+        return [("dst", msg)]
+
+    watch = Watch(url, interval=0.1)  # no module: only what the replicas say
+    try:
+        async with app:
+            snap: dict[str, Any] = {}
+            for _ in range(40):
+                snap = await watch.snapshot()
+                if snap["stages"]:
+                    break
+                await asyncio.sleep(0.05)
+        assert snap["declared"] is False
+        assert snap["stages"]["relay"]["inputs"] == ["t.src"]
+        assert snap["edges"] == [("q:t.src", "s:relay"), ("s:relay", "q:dst")]
+    finally:
+        await watch.close()

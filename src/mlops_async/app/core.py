@@ -301,13 +301,12 @@ class App:
                 default, buffer_size=64, batch_size=16, send_timeout=0.1, flush_timeout=0.5,
                 close_timeout=1.0, **self.client_options)
             await stats.start()
-            topics = [self.queues[q].topic for r in (*self._sources, *self._routes)
-                      for q in ((r.input,) if r.input else ()) + r.outputs]
             self._heartbeat = Heartbeat(
                 self.name, self.ending.stage if self.ending else self.name, stats,
                 self.heartbeat, self._counters,
                 inputs=sorted({self.queues[r.input].topic for r in self._routes}),
-                outputs=sorted(set(topics) - {self.queues[r.input].topic for r in self._routes}),
+                outputs=sorted({self.queues[o].topic for r in (*self._sources, *self._routes)
+                                for o in r.outputs}),
                 run=self.ending.run if self.ending else "", draining=lambda: self._stopping)
             self._heartbeat.start()
         if self._sources or self.ending is not None:
