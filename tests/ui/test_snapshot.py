@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from mlops_async import App, MessageBuilder, MessageType, Pipeline, Producer
 from mlops_async.app.heartbeat import ReplicaStats, replica_state
 from mlops_async.top import QueueRow
@@ -250,4 +252,54 @@ async def test_without_declarations_the_graph_comes_from_running_replicas() -> N
         assert snap["stages"]["relay"]["inputs"] == ["t.src"]
         assert snap["edges"] == [("q:t.src", "s:relay"), ("s:relay", "q:dst")]
     finally:
+        await watch.close()
+
+
+@pytest.mark.kafka
+async def test_the_watch_on_kafka(kafka_bootstrap: str) -> None:
+    from ..backends.conftest import KAFKA_CONSUMER_OPTIONS
+    from .uipipe import FIXED, SEEN, make_pipeline
+
+    url = f"kafka://{kafka_bootstrap}"
+    name = f"uik{uuid.uuid4().hex[:6]}"
+    p = make_pipeline(name, url, heartbeat=0.3)
+    p.app_options["consumer_options"] = dict(KAFKA_CONSUMER_OPTIONS)
+    apps = [p.app_for("parse"), p.app_for("sink")]
+    watch = Watch(url, [p], interval=0.2)
+    try:
+        for app in apps:
+            await app.start()
+        async with Producer(url, topic=f"{name}.in") as out:
+            await out.send_many([make_msg(i) for i in range(20)], flush=True)
+            await out.send(make_msg(-1, poison=True), flush=True)
+        snap: dict[str, Any] = {}
+        for _ in range(200):
+            snap = await watch.snapshot()
+            if snap["stages"]["sink"]["processed"] >= 20 and watch.letters(f"{name}.mid.dlq") \
+                    and snap["queues"][f"{name}.mid"]["dead_letters"] == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert snap["stages"]["parse"]["processed"] == 21
+        assert snap["stages"]["sink"]["failed"] == 1
+        assert {r["state"] for r in snap["stages"]["sink"]["replicas"]} <= {"running", "idle"}
+        for _ in range(100):  # the groups' commits reach the broker a little later
+            snap = await watch.snapshot()
+            q = snap["queues"][f"{name}.in"]
+            if q["groups"] and q["backlog"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (q["groups"], q["backlog"], q["written"]) == ([f"{name}.parse"], 0, 21)
+        (letter,) = watch.letters(f"{name}.mid.dlq")
+        assert letter["original"]["additional_arguments"]["poison"] is True
+        FIXED[name] = True
+        assert await watch.replay(f"{name}.mid.dlq") == 1
+        for _ in range(100):
+            if -1 in SEEN[name]:
+                break
+            await asyncio.sleep(0.1)
+        assert -1 in SEEN[name]
+        assert await watch.waiting(f"{name}.mid.dlq") == 0
+    finally:
+        for app in apps:
+            await app.stop()
         await watch.close()

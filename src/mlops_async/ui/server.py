@@ -35,11 +35,13 @@ log = logging.getLogger("mlops_async.ui")
 
 _STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
            "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+#: Open connections (each page holds one for its events): a bound, like every buffer here.
+MAX_CLIENTS = 64
 _MAX_HEAD = 16 * 1024
 _MAX_BODY = 16 * 1024
 _STATUS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-           502: "Bad Gateway"}
+           502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class _Bad(Exception):
@@ -93,6 +95,9 @@ class UIServer:
         assert task is not None
         self._clients.add(task)
         try:
+            if len(self._clients) > MAX_CLIENTS:
+                await _send(writer, 503, "text/plain", b"too many open pages")
+                return
             await self._one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the page went away mid-request

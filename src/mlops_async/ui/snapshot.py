@@ -259,6 +259,10 @@ class Watch:
                 data = msgspec.json.encode(await self.snapshot())
             except BusError as exc:  # the broker is away: say so, keep trying
                 data = json.dumps({"error": redact(str(exc)), "at": time.time()}).encode()
+            except Exception as exc:  # a bug must show on the page and in the log, not freeze it
+                log.exception("mlops-async ui: polling %s failed", redact(self.url))
+                data = json.dumps({"error": f"{type(exc).__name__}: {exc}",
+                                   "at": time.time()}).encode()
             self.latest = data
             for q in list(self._listeners):
                 with contextlib.suppress(asyncio.QueueEmpty):
