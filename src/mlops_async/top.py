@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .admin import Admin
 from .app.heartbeat import LIVE_STATES, STATS_TOPIC, ReplicaStats
+from .backends import PartitionLag
 from .consumer import Consumer
 from .deadletter import DeadLetter
 from .endpoint import redact
@@ -130,27 +132,35 @@ class TopView:
                         maxlen=self.keep_letters)
                 kept.append(x)
 
-    async def snapshot(self) -> list[QueueRow]:
+    async def _lags(self, only: Sequence[str] | None) -> list[tuple[str, list[PartitionLag]]]:
+        """Each group's lag: of ``only`` (one query per group), else of every group."""
+        try:
+            if only is None:
+                return [(g.group, list(g.lag)) for g in await self.admin.describe_groups()]
+            return [(g, await self.admin.group_lag(g)) for g in only]
+        except NotSupported:
+            return []
+
+    async def snapshot(self, groups: Sequence[str] | None = None) -> list[QueueRow]:
+        """One row per topic; lag from ``groups`` (default: the view's group, else every
+        group on the bus: naming them saves querying groups nobody watches)."""
         now = time.monotonic()
         topics = {t.name: t for t in await self.admin.list_topics()}
-        try:
-            groups = await self.admin.describe_groups()
-        except NotSupported:
-            groups = []
+        if groups is None and self.group:
+            groups = [self.group]
+        lags = await self._lags(groups)
         rows: dict[str, QueueRow] = {}
         for name, info in topics.items():
             if name.endswith((".dlq", ".control")) or name == STATS_TOPIC:
                 continue  # dead letters are a column; control and stats are ours
             rows[name] = QueueRow(name, written=info.messages)
-        for g in groups:
-            if self.group and g.group != self.group:
-                continue
-            for p in g.lag:
+        for group, lag in lags:
+            for p in lag:
                 row = rows.get(p.topic)
                 if row is None:
                     continue
-                if g.group not in row.groups:
-                    row.groups.append(g.group)
+                if group not in row.groups:
+                    row.groups.append(group)
                 row.lag = (row.lag or 0) + p.lag
                 row.consumed = (row.consumed or 0) + (p.committed or 0)
                 # The log's end as seen by the group is at least what was written.

@@ -123,3 +123,16 @@ def test_without_declarations_the_graph_comes_from_heartbeats() -> None:
 def test_anything_else_is_refused() -> None:
     with pytest.raises(TypeError, match="not a Pipeline or an App"):
         graph_of([object()])
+
+
+def test_the_groups_whose_lag_is_shown_are_the_reading_stages() -> None:
+    assert graph_of([pipeline]).groups() == ["uit.parse", "uit.sink"]
+    app = App("shop", url="memory://", group="billing", heartbeat=None)
+
+    @app.handler(input="orders")
+    async def bill(msg: object) -> None:
+        return None
+
+    assert graph_of([app]).groups() == ["billing"]
+    beats = [beat("etl", "etl", [], ["raw"]), beat("train", "train", ["raw"], [])]
+    assert graph_of([], beats).groups() == ["train"]

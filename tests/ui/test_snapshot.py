@@ -303,3 +303,36 @@ async def test_the_watch_on_kafka(kafka_bootstrap: str) -> None:
         for app in apps:
             await app.stop()
         await watch.close()
+
+
+async def test_a_poll_asks_the_lag_of_the_pipelines_groups_once_each(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_async import Admin
+
+    calls: list[str] = []
+    group_lag, describe = Admin.group_lag, Admin.describe_groups
+
+    async def counted_lag(self: Admin, group: str) -> Any:
+        calls.append(group)
+        return await group_lag(self, group)
+
+    async def counted_describe(self: Admin) -> Any:
+        calls.append("*every group*")
+        return await describe(self)
+
+    monkeypatch.setattr(Admin, "group_lag", counted_lag)
+    monkeypatch.setattr(Admin, "describe_groups", counted_describe)
+    url = f"memory://ui-{uuid.uuid4().hex[:6]}"
+    async with Producer(url, topic="other") as out:  # someone else's group on the bus
+        await out.send(make_msg(0), flush=True)
+    from mlops_async import Consumer
+
+    async with Consumer(url, topic="other", group="not-ours", auto_offset_reset="earliest") as c:
+        await c.get_messages(timeout=0.2)
+    watch = Watch(url, [pipeline])
+    try:
+        for _ in range(3):
+            await watch.snapshot()
+    finally:
+        await watch.close()
+    assert sorted(calls) == ["uit.parse"] * 3 + ["uit.sink"] * 3

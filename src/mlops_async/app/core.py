@@ -307,7 +307,8 @@ class App:
                 inputs=sorted({self.queues[r.input].topic for r in self._routes}),
                 outputs=sorted({self.queues[o].topic for r in (*self._sources, *self._routes)
                                 for o in r.outputs}),
-                run=self.ending.run if self.ending else "", draining=lambda: self._stopping)
+                run=self.ending.run if self.ending else "", group=self.group,
+                draining=lambda: self._stopping)
             self._heartbeat.start()
         if self._sources or self.ending is not None:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),

@@ -60,6 +60,8 @@ class ReplicaStats(msgspec.Struct, frozen=True, kw_only=True):
     outputs: list[str] = []
     #: The finite run it belongs to ("" outside one).
     run: str = ""
+    #: Its consumer group ("": the app's name).
+    group: str = ""
 
 
 def replica_state(beat: ReplicaStats, now: float, silent_after: float = 3.0) -> str:
@@ -76,7 +78,8 @@ class Heartbeat:
     def __init__(self, app: str, stage: str, producer: Producer[Any], every: float,
                  read: Callable[[], tuple[int, int, int, str]], *,
                  inputs: list[str] | None = None, outputs: list[str] | None = None,
-                 run: str = "", draining: Callable[[], bool] = lambda: False) -> None:
+                 run: str = "", group: str = "",
+                 draining: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.stage = stage
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{id(self) % 10_000:04d}"
@@ -86,6 +89,7 @@ class Heartbeat:
         self.inputs = list(inputs or [])
         self.outputs = list(outputs or [])
         self.run = run
+        self.group = group
         self.draining = draining
         self._task: asyncio.Task[None] | None = None
         self._now = asyncio.Event()  # set to beat at once (a change of state)
@@ -122,7 +126,7 @@ class Heartbeat:
             host=socket.gethostname(), pid=os.getpid(), processed=processed, failed=failed,
             published=published, in_rate=(processed - p0) / dt, out_rate=(published - o0) / dt,
             last_error=last_error[:300], at=time.time(), every=self.every, state=state,
-            inputs=self.inputs, outputs=self.outputs, run=self.run,
+            inputs=self.inputs, outputs=self.outputs, run=self.run, group=self.group,
         )
 
     async def _beat(self, state: str | None = None) -> None:

@@ -27,6 +27,7 @@ class StageNode:
     outputs: list[str] = field(default_factory=list)
     dead_letters: list[str] = field(default_factory=list)
     replicas: int | None = None  # declared replica count, when known
+    group: str = ""  # its consumer group, when not the app's name
 
 
 @dataclass
@@ -52,6 +53,10 @@ class Graph:
             out += [(f"q:{t}", f"s:{s.name}") for t in s.inputs]
             out += [(f"s:{s.name}", f"q:{t}") for t in s.outputs]
         return out
+
+    def groups(self) -> list[str]:
+        """The consumer groups of the stages that read a queue: whose lag the page shows."""
+        return sorted({s.group or s.app for s in self.stages.values() if s.inputs})
 
     def nodes(self) -> list[str]:
         return [*(f"s:{n}" for n in self.stages), *(f"q:{t}" for t in self.queues)]
@@ -80,7 +85,8 @@ def _from_app(target: Any, graph: Graph) -> None:
         graph.add(StageNode(src.name, target.name, [], [topic(o) for o in src.outputs]))
     for r in target.routes:
         graph.add(StageNode(r.name, target.name, [topic(r.input)],
-                            [topic(o) for o in r.outputs], [topic(r.dead_letter)]))
+                            [topic(o) for o in r.outputs], [topic(r.dead_letter)],
+                            group=target.group))
         for name in (r.input, *r.outputs):
             graph.queues[topic(name)] = name
 
@@ -104,7 +110,7 @@ def graph_of(targets: Iterable[Any], beats: Iterable[ReplicaStats] = ()) -> Grap
     by_app: dict[str, StageNode] = {}
     for b in sorted(beats, key=lambda b: b.at):  # the latest beat says what it reads now
         by_app[b.app] = StageNode(b.stage, b.app, list(b.inputs), list(b.outputs),
-                                  [f"{t}.dlq" for t in b.inputs])
+                                  [f"{t}.dlq" for t in b.inputs], group=b.group)
     for node in sorted(by_app.values(), key=lambda n: n.name):
         graph.add(node)
     return graph

@@ -196,8 +196,10 @@ class Watch:
             if self._view is None:
                 self._view = TopView(self.url, client_options=self.client_options)
             view = self._view
-            rows = await view.snapshot()
             beats = await view.read_heartbeats()
+            graph = graph_of(self.targets, beats.values())
+            # The lag of the pipeline's own groups only: one query per group per poll.
+            rows = await view.snapshot(graph.groups())
             self.polls += 1
             now = time.time()
             growing = set()
@@ -208,7 +210,6 @@ class Watch:
                 old = [lag for t, lag in hist if now - t >= GROWTH_WINDOW]
                 if r.lag and old and r.lag > old[-1]:
                     growing.add(r.topic)
-            graph = graph_of(self.targets, beats.values())
             return compose(graph, rows, beats.values(), now=now, growing=growing,
                            silent_after=self.silent_after, url=self.url)
 
