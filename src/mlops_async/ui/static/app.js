@@ -302,7 +302,9 @@
   };
   document.getElementById("replay-one").onclick = () => replay(1);
   document.getElementById("replay-all").onclick = () => replay(null);
-  nodesG.addEventListener("click", ev => {
+  // On press, not on click: the graph is redrawn every second, and a click whose press and
+  // release land on two drawings of the badge would be lost.
+  nodesG.addEventListener("pointerdown", ev => {
     const badge = ev.target.closest("[data-dlq]");
     if (badge) showDlq(badge.getAttribute("data-dlq"));
   });
