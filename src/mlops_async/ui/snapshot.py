@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -46,7 +46,7 @@ def _num(v: float | None) -> float | None:
     return None if v is None else round(v, 2)
 
 
-def _replicas_of(graph: Graph, beats: Iterable[ReplicaStats]) -> dict[str, list[ReplicaStats]]:
+def _replicas_of(beats: Iterable[ReplicaStats]) -> dict[str, list[ReplicaStats]]:
     """App name -> the beats of its replicas in its latest run (all, outside runs)."""
     by_app: dict[str, list[ReplicaStats]] = {}
     for b in beats:
@@ -70,11 +70,11 @@ def _stage_state(states: list[str]) -> str:
 
 
 def compose(graph: Graph, rows: Sequence[QueueRow], beats: Iterable[ReplicaStats], *,
-            now: float, growing: set[str] = frozenset(),  # type: ignore[assignment]
+            now: float, growing: Collection[str] = (),
             silent_after: float = 3.0, url: str = "") -> dict[str, Any]:
     """The page's JSON: nodes with their place, edges, and each stage's and queue's figures."""
     by_topic = {r.topic: r for r in rows}
-    by_app = _replicas_of(graph, beats)
+    by_app = _replicas_of(beats)
     place = layout(graph.nodes(), graph.edges())
     stages: dict[str, Any] = {}
     for s in graph.stages.values():
