@@ -111,6 +111,7 @@ class App:
         self._sources: list[Route] = []
         self._finite: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
+        self._ended = False  # its finite run is over (the last heartbeat says so)
         #: Set by a Pipeline: this app is one replica of a stage of a finite run.
         self.ending: Ending | None = None
 
@@ -302,7 +303,12 @@ class App:
             await stats.start()
             self._heartbeat = Heartbeat(
                 self.name, self.ending.stage if self.ending else self.name, stats,
-                self.heartbeat, self._counters)
+                self.heartbeat, self._counters,
+                inputs=sorted({self.queues[r.input].topic for r in self._routes}),
+                outputs=sorted({self.queues[o].topic for r in (*self._sources, *self._routes)
+                                for o in r.outputs}),
+                run=self.ending.run if self.ending else "", group=self.group,
+                draining=lambda: self._stopping)
             self._heartbeat.start()
         if self._sources or self.ending is not None:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
@@ -316,6 +322,8 @@ class App:
                 await self._stopped.wait()
             return
         self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.nudge()  # watchers see "draining" now, not at the next beat
         try:
             dispatch, outcomes = self._dispatch, self._outcomes
             finite = self._finite
@@ -347,7 +355,7 @@ class App:
             if outcomes is not None:
                 await outcomes.settle_pending(self.drain_timeout)
             if self._heartbeat is not None:
-                await self._heartbeat.close()
+                await self._heartbeat.close("ended" if self._ended else "stopped")
             for hook in self._on_shutdown:
                 try:
                     await _call_hook(hook)
@@ -435,6 +443,7 @@ class App:
             self._fail(exc, "running to the end")
             return
         log.info("app %s: finished", self.name)
+        self._ended = True
         if self._stopper is None and not self._stopping:
             self._stopper = asyncio.get_running_loop().create_task(self.stop())
             self._stopper.add_done_callback(self._log_crash)
