@@ -136,6 +136,12 @@ def check_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         hints = []
         for k in unknown:
+            if k == "partitioner":
+                # Kafka shares a group's work by partition; these brokers share it record
+                # by record already, so the option would do nothing: say so, not "typo?".
+                hints.append(f"{k} (a Kafka option: {scheme}:// hands a group's records to "
+                             "its members one by one without it; drop it)")
+                continue
             close = difflib.get_close_matches(k, sorted(names), n=3, cutoff=0.5)
             hints.append(f"{k} (did you mean {' or '.join(close)}?)" if close else k)
         raise ConfigurationError(f"unknown option(s) for {scheme}://: {', '.join(hints)}")

@@ -5,7 +5,8 @@ partition (``create_batch``/``send_batch``) from each batch the Producer
 hands over, which is several times faster than one ``send()`` per record.
 Keyed records are partitioned with Kafka's murmur2 partitioner (the same
 partition the Java client picks); keyless ones stick to one partition per
-batch, rotating between batches.
+batch, rotating between batches, or with ``partitioner="round_robin"`` take
+the next partition record by record (see :mod:`.partitioning`).
 
 Consuming: auto-commit is always off. Offsets are committed only for
 records the Consumer acknowledged, and only up to the first record not yet
@@ -80,6 +81,7 @@ from ..base import (
     reraise,
     translate,
 )
+from .partitioning import RoundRobin, round_robin_wanted
 
 __all__ = ["KafkaBackend"]
 
@@ -133,6 +135,7 @@ _OWNED = {
     "consumer_timeout_ms": "use Consumer(poll_timeout=...)",
 }
 _LIBRARY_OPTIONS = {
+    "partitioner",  # ours, not aiokafka's: the batch path partitions records itself
     "publish_timeout",
     "connect_timeout",
     "allow_plaintext_sasl",
@@ -258,6 +261,7 @@ class KafkaBackend(Backend):
         self.publish_timeout = float(options.pop("publish_timeout", 30.0))
         self.connect_timeout = float(options.pop("connect_timeout", 10.0))
         allow_plain = bool(options.pop("allow_plaintext_sasl", False))
+        self._round_robin = round_robin_wanted(options.pop("partitioner", None), self.scheme)
         self._security = self._security_options(options, allow_plain)
         self._options = options
         # The batch path does not apply aiokafka's max_request_size check: apply
@@ -267,6 +271,7 @@ class KafkaBackend(Backend):
         self._admin: AIOKafkaAdminClient | None = None
         self._partitioner = DefaultPartitioner()
         self._sticky: dict[str, int] = {}
+        self._turns = RoundRobin()
         self._subs: set[_KafkaSubscription] = set()
 
     @classmethod
@@ -468,12 +473,19 @@ class KafkaBackend(Backend):
         groups: dict[tuple[str, int], Sequence[Record]] = {}
         partitions: dict[str, list[int]] = {}
         topics = {r.topic for r in records}
+        round_robin = self._round_robin
         if len(topics) == 1 and all(r.key is None for r in records):
-            # The common case: one topic, no keys -> one sticky partition, no per-record work.
+            # The common case: one topic, no keys -> one sticky partition, no per-record work;
+            # round-robin: every n-th record to one partition, a slice each (no per-record work).
             (topic,) = topics
             only = sorted(await producer.partitions_for(topic))
-            sticky = self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % len(only)
-            groups[(topic, only[sticky])] = records
+            if round_robin:
+                n, start = len(only), self._turns.take(topic, len(records))
+                for k in range(min(n, len(records))):
+                    groups[(topic, only[(start + k) % n])] = records[k::n]
+            else:
+                sticky = self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % len(only)
+                groups[(topic, only[sticky])] = records
             records = ()
         for r in records:
             parts = partitions.get(r.topic)
@@ -482,7 +494,10 @@ class KafkaBackend(Backend):
                 parts = partitions[r.topic] = sorted(found)
                 self._sticky[r.topic] = (self._sticky.get(r.topic, -1) + 1) % len(parts)
             if r.key is None:
-                p = parts[self._sticky[r.topic]]
+                if round_robin:
+                    p = parts[self._turns.take(r.topic) % len(parts)]
+                else:
+                    p = parts[self._sticky[r.topic]]
             else:
                 p = self._partitioner(r.key, parts, parts)
             groups.setdefault((r.topic, p), []).append(r)  # type: ignore[attr-defined]

@@ -5,10 +5,11 @@ has and aiokafka lacks: cooperative incremental rebalancing
 (``partition_assignment_strategy="cooperative-sticky"``), static membership
 (``group_instance_id=...``), the idempotent producer, and a faster client.
 Both Kafka backends read and write the same records: keys are partitioned
-with Kafka's murmur2 (``partitioner=murmur2_random``, the Java client's
+with Kafka's murmur2 (librdkafka's ``murmur2_random``, the Java client's
 choice), so a key lands on the same partition whichever backend sent it,
 and a consumer group may move from one backend to the other keeping its
-offsets.
+offsets. Keyless records go one partition per batch, or record by record
+with ``partitioner="round_robin"`` (see :mod:`..partitioning`).
 
 Nothing waits on the event loop: each client's blocking calls run on a
 thread of its own (:mod:`.thread`). A producer has a second thread
@@ -25,7 +26,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -42,11 +43,12 @@ from ...base import (
     Subscription,
     TopicInfo,
 )
+from ..partitioning import RoundRobin, round_robin_wanted
 from .admin import ConfluentAdmin
 from .consumer import ConfluentSubscription
 from .errors import AUTH_CODES, librdkafka_log, raise_ours, to_ours
 from .options import Role, option_names, scoped, to_librdkafka
-from .thread import ClientThread, bounded
+from .thread import ClientThread, bounded, quiet
 
 __all__ = ["ConfluentBackend"]
 
@@ -91,6 +93,9 @@ _OWN: dict[str, Any] = {
 _OWN_PRODUCER: dict[str, Any] = {"delivery.report.only.error": True}
 # How long a first send waits for a topic the broker is still creating (see _learn).
 _LEARN_WAIT = 5.0
+# How often the partition counts of topics written to are asked again, so keyless
+# records reach partitions added meanwhile (aiokafka's metadata refresh does this there).
+_RELEARN_EVERY = 60.0
 _ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: librdkafka's partitioner picks one
 
 
@@ -163,6 +168,9 @@ class ConfluentBackend(Backend):
         # Which partition the next keyless batch goes to (from a random one, so that
         # short-lived producers do not all start on partition 0).
         self._turn = random.randrange(1 << 16)
+        self._round_robin = round_robin_wanted(library.get("partitioner"), self.scheme)
+        self._turns = RoundRobin(self._partitions, _ANY_PARTITION)  # round-robin's turns
+        self._relearn_at = 0.0  # loop time of the next refresh of the partition counts
         self._progress: asyncio.Event | None = None
         self._last_error: KafkaError | None = None
         self._admin = ConfluentAdmin(
@@ -281,6 +289,7 @@ class ConfluentBackend(Backend):
             self._progress = asyncio.Event()
             self._stop_polling.clear()
             self._poller = self._thread.run(self._poll_loop, asyncio.get_running_loop())
+            self._relearn_at = asyncio.get_running_loop().time() + _RELEARN_EVERY
         if self._connected:
             return
         assert self._thread is not None
@@ -395,14 +404,20 @@ class ConfluentBackend(Backend):
         new_topics = topics - self._known_topics
         if new_topics:
             await self._learn(new_topics)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._relearn_at:
+            self._relearn(loop.time())
         # A keyless batch goes to one partition, in order (keyed records: librdkafka's
         # murmur2). librdkafka's own sticky choice for keyless records picks again for
         # each record while the partition's leader is not connected yet (the first
         # sends of a producer), scattering a batch over every partition.
-        turn, counts = self._turn, self._partitions
-        self._turn += 1
-        spread = {t: turn % counts[t] if t in counts else _ANY_PARTITION for t in topics}
-        loop = asyncio.get_running_loop()
+        spread: Mapping[str, int] | RoundRobin
+        if self._round_robin:
+            spread = self._turns  # indexing it takes a turn: the next partition, per record
+        else:
+            turn, counts = self._turn, self._partitions
+            self._turn += 1
+            spread = {t: turn % counts[t] if t in counts else _ANY_PARTITION for t in topics}
         batch = _Batch(loop.create_future(), len(records))
         if not records:
             batch.future.set_result(None)
@@ -468,6 +483,24 @@ class ConfluentBackend(Backend):
                     break
                 await asyncio.sleep(0.05)
             self._known_topics.add(topic)
+
+    def _relearn(self, now: float) -> None:
+        """Ask for the partition counts of the topics written to, in the background."""
+        self._relearn_at = now + _RELEARN_EVERY
+        producer, thread = self._producer, self._thread
+        if producer is None or thread is None or self._closed:
+            return
+        for topic in list(self._partitions):
+            fut = thread.run(producer.list_topics, topic, self.connect_timeout)
+            fut.add_done_callback(quiet)  # no answer: the count stays as it was
+            fut.add_done_callback(self._relearned)
+
+    def _relearned(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        for topic, info in fut.result().topics.items():
+            if topic in self._partitions and info.error is None and info.partitions:
+                self._partitions[topic] = len(info.partitions)
 
     async def _produce_when_room(
         self, produce: Callable[..., None], r: Record, part: int, report: Callable[..., None]

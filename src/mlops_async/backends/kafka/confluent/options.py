@@ -120,7 +120,6 @@ OWNED = {
     "enable.auto.offset.store": "offsets are stored only after processing (at-least-once)",
     "auto.commit.interval.ms": "offsets are committed only after processing (at-least-once)",
     "auto.offset.reset": "pass auto_offset_reset= to the Consumer",
-    "partitioner": "keys are partitioned like the Java client (murmur2), as on kafka://",
     "transactional.id": "transactions are not part of the Producer API",
     "delivery.report.only.error": "the Producer confirms every record",
     "enable.partition.eof": "the Consumer does not report partition ends",
@@ -143,7 +142,6 @@ _OWNED_ALIASES = {
     "enable_auto_commit": "enable.auto.commit",
     "auto_commit_interval_ms": "auto.commit.interval.ms",
     "auto_offset_reset": "auto.offset.reset",
-    "partitioner": "partitioner",
     "transactional_id": "transactional.id",
 }
 
@@ -154,6 +152,9 @@ LIBRARY_OPTIONS = frozenset({
     "allow_plaintext_sasl",  # accept SASL PLAIN without TLS (a trusted network)
     "max_poll_records",  # at most this many records per fetch (aiokafka's name)
     "api_version",  # aiokafka's; librdkafka always negotiates versions ("auto")
+    # "default" or "round_robin" for keyless records; keys always go by murmur2 (the
+    # Java client's choice, as on kafka://), so librdkafka's own partitioner is ours.
+    "partitioner",
 })
 _URL_PARAMS = ("sasl_mechanism", "security_protocol")
 
