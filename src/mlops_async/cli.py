@@ -191,6 +191,7 @@ def _deploy(args: argparse.Namespace) -> int:
         import_object(args.target), args.target, image=args.image, namespace=args.namespace,
         url=args.url, url_secret=args.url_secret, params=params, env=env,
         metrics_port=args.metrics_port or None,
+        warn=lambda m: print(f"mlops-async: warning: {m}", file=sys.stderr),
     )
     if args.out == "-":
         sys.stdout.write(render_manifests(docs))

@@ -24,7 +24,16 @@ from ..endpoint import resolve_url
 from ..errors import BusError, ConfigurationError
 from ..metrics import Metrics
 from ..producer import Producer
-from ..queues import AppConfig, Queue, handler_schema, load_config, schema_of, url_of
+from ..queues import (
+    AppConfig,
+    Queue,
+    consumer_options,
+    handler_schema,
+    load_config,
+    producer_options,
+    schema_of,
+    url_of,
+)
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
 from .ending import Ending, announce, wait_for_the_end
@@ -91,7 +100,8 @@ class App:
         self._sleep = sleep
         self._consumer_options = consumer_options or {}
         self._routes: list[Route] = []
-        self._producers: dict[str, Producer[Any]] = {}  # by URL
+        # By URL and the queue's producer options (a round-robin queue gets its own).
+        self._producers: dict[tuple[str, tuple[tuple[str, Any], ...]], Producer[Any]] = {}
         self._queue_producer: dict[str, Producer[Any]] = {}  # by queue name
         self._schemas: dict[str, type[Any]] = {}
         self._hinted: dict[str, type[Any]] = {}  # input queue -> its handler's annotation
@@ -237,6 +247,18 @@ class App:
             raise
         log.info("app %s started: %s", self.name, ", ".join(r.name for r in self._routes))
 
+    async def _open_producer(self, qname: str, default: str) -> None:
+        """The producer that writes queue ``qname``: one per URL and producer options."""
+        q = self.queues[qname]
+        url = url_of(q, default) or default
+        extra = producer_options(q)
+        key = (url, tuple(sorted(extra.items())))
+        if key not in self._producers:
+            producer: Producer[Any] = Producer(url, **{**self.client_options, **extra})
+            self._producers[key] = producer
+            await producer.start()
+        self._queue_producer[qname] = self._producers[key]
+
     async def _open(self) -> None:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
@@ -246,19 +268,10 @@ class App:
         inputs: list[tuple[Queue, str]] = []
         for source in self._sources:
             for qname in source.outputs:
-                url = url_of(self.queues[qname], default) or default
-                if url not in self._producers:
-                    self._producers[url] = Producer(url, **self.client_options)
-                    await self._producers[url].start()
-                self._queue_producer[qname] = self._producers[url]
+                await self._open_producer(qname, default)
         for route in self._routes:
             for qname in (*route.outputs, route.dead_letter):
-                url = url_of(self.queues[qname], default) or default
-                if url not in self._producers:
-                    producer: Producer[Any] = Producer(url, **self.client_options)
-                    self._producers[url] = producer
-                    await producer.start()
-                self._queue_producer[qname] = self._producers[url]
+                await self._open_producer(qname, default)
             q = self.queues[route.input]
             url = url_of(q, default) or default
             inputs.append((q, url))
@@ -268,7 +281,7 @@ class App:
                     f"queue {q.name!r}: options {sorted(taken)} are set by the app itself"
                 )
             options: dict[str, Any] = {"auto_offset_reset": "earliest", **self.client_options,
-                                       **self._consumer_options, **q.options}
+                                       **self._consumer_options, **consumer_options(q)}
             route.consumer = Consumer(
                 url, topic=q.topic, group=self.group, schema=self._schemas[route.input],
                 commit="manual", on_invalid="raise", **options,

@@ -299,6 +299,14 @@ class Backend(ABC):
     async def list_topics(self) -> list[TopicInfo]:
         raise NotSupported(f"{self.scheme}:// cannot list topics")
 
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """How many partitions each of ``topics`` that exists has (missing ones are left out).
+
+        Backends whose ``list_topics`` does more (end offsets) answer from metadata alone.
+        """
+        wanted = set(topics)
+        return {t.name: t.partitions for t in await self.list_topics() if t.name in wanted}
+
     async def create_topic(
         self,
         name: str,

@@ -574,6 +574,10 @@ class KafkaBackend(Backend):
             key=lambda t: t.name,
         )
 
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        wanted = set(topics)
+        return {t.name: t.partitions for t in await self._topics() if t.name in wanted}
+
     async def list_topics(self) -> list[TopicInfo]:
         """Topics with partition counts and the number of records written (end offsets)."""
         topics = await self._topics()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -89,6 +89,11 @@ class ConfluentAdmin:
         meta = await self._blocking("list topics", admin.list_topics, None, self._timeout)
         return {name: len(t.partitions) for name, t in meta.topics.items()
                 if not name.startswith("__") and t.error is None}
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """Partition counts of those of ``topics`` that exist (metadata only)."""
+        wanted = set(topics)
+        return {t: n for t, n in (await self._topics()).items() if t in wanted}
 
     async def list_topics(self) -> list[TopicInfo]:
         """Topics with partition counts and the number of records written (end offsets)."""

@@ -567,6 +567,9 @@ class ConfluentBackend(Backend):
         """Topics with partition counts and the number of records written (end offsets)."""
         return await self._admin.list_topics()
 
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        return await self._admin.partition_counts(topics)
+
     async def create_topic(
         self,
         name: str,
