@@ -4,8 +4,10 @@ records over every partition, so each member of the group gets its share."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -135,3 +137,12 @@ async def test_pipeline_run_logs_the_warning(url: str, caplog: pytest.LogCapture
             p.stop()
             await asyncio.wait_for(run, 60)
     assert "stage 'work' runs 3 replicas" in caplog.text
+
+
+async def test_the_documented_slow_stage_runs(url: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "docs_src" / "kafka" / "partitions.py"
+    spec = importlib.util.spec_from_file_location("docs_kafka_partitions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert await module.main(url, 20) == 20

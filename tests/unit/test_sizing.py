@@ -4,13 +4,19 @@ queue declares; a partitioner is a Kafka option that the other brokers name as s
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from mlops_async import ConfigurationError, MLOpsMessage, Pipeline, Producer, Queue
 from mlops_async.cli import main
 from mlops_async.deploy import k8s_manifests
-from mlops_async.queues import consumer_options, declared_partitions, producer_options
+from mlops_async.queues import (
+    consumer_options,
+    declared_partitions,
+    load_config,
+    producer_options,
+)
 from mlops_async.sizing import replica_warnings, stage_inputs
 
 TARGET = "tests.unit.test_sizing:declared"
@@ -115,3 +121,12 @@ def test_brokers_without_partitions_refuse_a_partitioner_saying_why(url: str) ->
 async def test_the_in_memory_bus_drops_it_like_other_kafka_client_options() -> None:
     async with Producer("memory://sized", topic="t", partitioner="round_robin") as p:
         await p.send(MLOpsMessage(id="x", created_at=0.0, msg_type="DATA"))
+
+
+def test_the_documented_queues_file_splits_its_options() -> None:
+    path = Path(__file__).resolve().parents[2] / "docs_src" / "kafka" / "queues.yml"
+    requests, vectors = load_config(path).queues
+    assert declared_partitions(requests) == 4
+    assert consumer_options(requests) == {"max_poll_interval_ms": 600_000}
+    assert producer_options(vectors) == {"partitioner": "round_robin"}
+    assert consumer_options(vectors) == {}
