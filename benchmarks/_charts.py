@@ -33,7 +33,7 @@ MEASURES = [("msg_per_s", "messages per second", True),
 # Label parts, in order; the first ratio column found is printed after the value.
 LABELS = ["backend", "system", "path", "codec", "case", "shape", "replicas"]
 RATIOS = ["vs_mlops_async", "x_codec_round_trip", "x_raw", "engine_vs_bare", "speedup",
-          "encode_x_slower", "encode_x_array", "x_ideal"]
+          "encode_x_slower", "encode_x_array", "x_ideal", "x_default"]
 COLOURS = {"mlops_async": "#1f6feb", "FastStream": "#d97706", "raw client": "#6b7280"}
 DEFAULT = "#1f6feb"
 

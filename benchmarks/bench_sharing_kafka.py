@@ -10,8 +10,12 @@ With the default partitioner a burst lands on one partition (one member does
 it all); with ``partitioner="round_robin"`` it is spread record by record, so
 each member gets its share. Both Kafka backends, our own Tansu broker.
 
+``--produce N`` measures instead what round-robin costs a fast producer: N
+typical messages sent one ``await send()`` at a time to a 4-partition topic,
+default partitioner against round_robin, both backends (msg/s, median of rounds).
+
 usage: python benchmarks/bench_sharing_kafka.py [--n 16] [--slow 0.2] [--members 1,2,4]
-       [--rounds 3] [--url kafka://host:9092]
+       [--rounds 3] [--url kafka://host:9092] [--produce 100000]
 """
 
 from __future__ import annotations
@@ -124,6 +128,42 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+async def produce_rate(url: str, partitioner: str, n: int) -> float:
+    topic = f"shp-{uuid.uuid4().hex[:8]}"
+    async with Admin(url) as admin:
+        await admin.create_topic(topic, partitions=PARTITIONS)
+    msgs = [typical_message(i) for i in range(n)]
+    options = {} if partitioner == "default" else {"partitioner": partitioner}
+    async with Producer(url, topic=topic, **options) as p:
+        await p.send(msgs[0], flush=True)  # connected, topic metadata known
+        start = time.perf_counter()
+        for m in msgs:
+            await p.send(m)
+        await p.flush()
+        return n / (time.perf_counter() - start)
+
+
+async def produce_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    with broker("kafka", args.url) as kafka_url:
+        address = kafka_url.split("://", 1)[1]
+        for scheme in ("kafka", "kafka+confluent"):
+            url = f"{scheme}://{address}"
+            rates: dict[str, list[float]] = {"default": [], "round_robin": []}
+            for _ in range(args.rounds):  # interleaved: noise hits both alike
+                for partitioner in rates:
+                    rates[partitioner].append(await produce_rate(url, partitioner, args.produce))
+            base = statistics.median(rates["default"])
+            for partitioner, values in rates.items():
+                rate = statistics.median(values)
+                rows.append({"group": f"{scheme}://", "case": partitioner, "backend": scheme,
+                             "partitioner": partitioner, "msg_per_s": round(rate),
+                             "rounds_msg_per_s": [round(v) for v in values],
+                             "x_default": round(rate / base, 2)})
+                print(f"{scheme:16} {partitioner:11} {rate:,.0f} msg/s ({rate / base:.2f}x)")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16, help="messages per round")
@@ -131,7 +171,15 @@ def main() -> None:
     ap.add_argument("--members", default="1,2,4")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per case (median kept)")
     ap.add_argument("--url", default=None, help="a Kafka broker (default: our own Tansu)")
+    ap.add_argument("--produce", type=int, default=0,
+                    help="measure producer msg/s with N messages instead")
     args = ap.parse_args()
+    if args.produce:
+        rows = asyncio.run(produce_async(args))
+        print(table(rows, ["backend", "partitioner", "msg_per_s", "x_default"]))
+        extra = {"n": args.produce, "runs": args.rounds, "partitions": PARTITIONS}
+        print(f"saved {save('sharing_kafka_produce', rows, extra)}")
+        return
     rows = asyncio.run(main_async(args))
     print(f"\n{args.n} keyless messages, {args.slow:g} s each, {PARTITIONS} partitions, "
           f"median of {args.rounds} rounds")
