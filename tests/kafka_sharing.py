@@ -116,3 +116,22 @@ async def send_keyed(url: str, topic: str, keys: Sequence[str], **producer_optio
     async with Producer(url, topic=topic, **producer_options) as p:
         for i, key in enumerate(keys):
             await p.send(make_msg(i), key=key)
+
+
+async def partitions_reached(url: str, topic: str, n: int, options: Mapping[str, Any],
+                             wait: float) -> tuple[set[int], set[int]]:
+    """Round-robin ``n`` records to a 2-partition ``topic``; make it a 4-partition topic
+    (deleted and created again: the test broker cannot add partitions), wait ``wait`` s,
+    send ``n`` more with the same producer: the partitions each half reached."""
+    async with Producer(url, topic=topic, partitioner="round_robin", **options) as p:
+        await p.send_many([make_msg(i) for i in range(n)], flush=True)
+        first = {d.partition for d in await read_all(url, topic, n)}
+        async with Admin(url) as admin:
+            await admin.delete_topic(topic)
+            await admin.create_topic(topic, partitions=4)
+        await asyncio.sleep(wait)
+        for i in range(n, 2 * n):  # one at a time: a refresh the first one started lands
+            await p.send(make_msg(i), flush=True)
+            await asyncio.sleep(0.05)
+    second = {d.partition for d in await read_all(url, topic, n)}
+    return first, second

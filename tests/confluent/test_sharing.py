@@ -9,10 +9,19 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from mlops_async import ConfigurationError, MLOpsMessage, Pipeline, Producer, Queue
+from mlops_async.backends import confluent
 from mlops_async.sizing import check_pipeline
 
 from ..backends.conftest import CONFLUENT_CONSUMER_OPTIONS
-from ..kafka_sharing import assert_even, hashed, make_topic, read_all, send_keyed, share
+from ..kafka_sharing import (
+    assert_even,
+    hashed,
+    make_topic,
+    partitions_reached,
+    read_all,
+    send_keyed,
+    share,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -88,3 +97,13 @@ async def test_the_pipeline_asks_the_broker_how_many_partitions_the_input_has(ur
 
     (message,) = await check_pipeline(p, ["work"])
     assert f"{topic!r} has 2 partition(s)" in message and "1 replica(s) will idle" in message
+
+
+async def test_round_robin_reaches_partitions_added_meanwhile(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confluent, "_RELEARN_EVERY", 0.2)  # a minute by default
+    topic = await make_topic(url, 2)
+    first, second = await partitions_reached(url, topic, 8, {}, wait=1.0)
+    assert first == {0, 1}
+    assert second == {0, 1, 2, 3}

@@ -17,7 +17,15 @@ from mlops_async.sizing import check_pipeline
 
 from ..backends.conftest import KAFKA_CONSUMER_OPTIONS
 from ..conftest import make_msg
-from ..kafka_sharing import assert_even, hashed, make_topic, read_all, send_keyed, share
+from ..kafka_sharing import (
+    assert_even,
+    hashed,
+    make_topic,
+    partitions_reached,
+    read_all,
+    send_keyed,
+    share,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -146,3 +154,12 @@ async def test_the_documented_slow_stage_runs(url: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert await module.main(url, 20) == 20
+
+
+async def test_round_robin_reaches_partitions_added_meanwhile(url: str) -> None:
+    topic = await make_topic(url, 2)
+    # aiokafka asks for metadata every metadata_max_age_ms (5 minutes by default).
+    first, second = await partitions_reached(url, topic, 8, {"metadata_max_age_ms": 200},
+                                             wait=1.0)
+    assert first == {0, 1}
+    assert second == {0, 1, 2, 3}
