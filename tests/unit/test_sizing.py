@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlops_async import ConfigurationError, MLOpsMessage, Pipeline, Producer, Queue
+from mlops_async.backends import create_backend
 from mlops_async.cli import main
 from mlops_async.deploy import k8s_manifests
 from mlops_async.queues import (
@@ -130,3 +131,12 @@ def test_the_documented_queues_file_splits_its_options() -> None:
     assert consumer_options(requests) == {"max_poll_interval_ms": 600_000}
     assert producer_options(vectors) == {"partitioner": "round_robin"}
     assert consumer_options(vectors) == {}
+
+
+@pytest.mark.parametrize("scheme", ["kafka", "kafka+confluent"])
+@pytest.mark.parametrize("value", ["sticky", "consistent_random", print, 3])
+def test_both_kafka_backends_take_only_their_two_partitioners(scheme: str, value: object) -> None:
+    for good in ("default", "round_robin"):
+        create_backend(f"{scheme}://h:9092", partitioner=good)  # no connection yet
+    with pytest.raises(ConfigurationError, match=r"'default' .* or 'round_robin'"):
+        create_backend(f"{scheme}://h:9092", partitioner=value)
