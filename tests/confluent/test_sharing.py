@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from mlops_async import ConfigurationError, MLOpsMessage, Pipeline, Producer, Queue
-from mlops_async.backends import confluent
+from mlops_async.backends.kafka.confluent import backend as confluent
 from mlops_async.sizing import check_pipeline
 
 from ..backends.conftest import CONFLUENT_CONSUMER_OPTIONS

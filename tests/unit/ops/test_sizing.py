@@ -20,7 +20,7 @@ from mlops_async.queues import (
 )
 from mlops_async.sizing import replica_warnings, stage_inputs
 
-TARGET = "tests.unit.test_sizing:declared"
+TARGET = "tests.unit.ops.test_sizing:declared"
 
 
 def slow_pipeline(bus: str, partitions: int | None, replicas: int = 4,
@@ -125,7 +125,7 @@ async def test_the_in_memory_bus_drops_it_like_other_kafka_client_options() -> N
 
 
 def test_the_documented_queues_file_splits_its_options() -> None:
-    path = Path(__file__).resolve().parents[2] / "docs_src" / "kafka" / "queues.yml"
+    path = Path(__file__).resolve().parents[3] / "docs_src" / "kafka" / "queues.yml"
     requests, vectors = load_config(path).queues
     assert declared_partitions(requests) == 4
     assert consumer_options(requests) == {"max_poll_interval_ms": 600_000}
