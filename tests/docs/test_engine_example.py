@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from docs_src.engine.test_featurize import test_featurize as featurize_test
 
 

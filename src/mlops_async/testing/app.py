@@ -315,7 +315,7 @@ class TestApp:
         """The dead letters of ``queue`` read so far: of the handlers that read it, or of
         the dead-letter queue of that name. Call :meth:`drain` first to have them all."""
         names = {r.dead_letter for app in self.apps for r in app.routes if r.input == queue}
-        if not names and queue in self._collectors:
+        if not names and any(r.dead_letter == queue for app in self.apps for r in app.routes):
             names = {queue}
         if not names:
             raise ConfigurationError(f"no handler reads queue {queue!r}, and it is not a "
