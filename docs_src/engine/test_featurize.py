@@ -1,6 +1,6 @@
-from mlops_async.testing import TestApp
+from featurize import Feature, RawEvent, app
 
-from .featurize import Feature, RawEvent, app
+from mlops_async.testing import TestApp
 
 
 async def test_featurize(bus_url: str | None = None) -> None:
