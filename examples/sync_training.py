@@ -33,6 +33,7 @@ class ModelMetrics(msgspec.Struct, frozen=True):
     accuracy: float
 
 
+# --8<-- [start:train]
 def train(url: str, run: str, epochs: int) -> float:
     """Train for ``epochs`` passes, reporting each; returns the held-out accuracy."""
     x, y = make_classification(n_samples=4000, n_features=20, n_informative=8, random_state=0)
@@ -53,6 +54,7 @@ def train(url: str, run: str, epochs: int) -> float:
                             loss=round(loss, 4), accuracy=round(accuracy, 4))
         status.result(accuracy=round(accuracy, 4), epochs=epochs)
     return accuracy
+# --8<-- [end:train]
 
 
 def metrics_task(url: str, run: str) -> Task:
