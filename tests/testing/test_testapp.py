@@ -174,3 +174,12 @@ async def test_the_same_test_against_kafka(kafka_bootstrap: str) -> None:
         assert await t.next("doubled", schema=Doubled) == Doubled(4, 8)
         await t.drain()
         assert [d.error for d in t.dead_letters("events")] == ["negative"]
+
+
+async def test_what_the_test_keeps_is_bounded_and_overflow_is_loud() -> None:
+    async with TestApp(doubler(), keep=5) as t:
+        for n in range(8):
+            await t.publish("events", Event(n))
+        with pytest.raises(OverflowError, match=r"more than 5 messages on queue 'doubled'"):
+            await t.drain()
+        assert len(t.messages("doubled")) == 5

@@ -77,8 +77,12 @@ class _Collector:
     async def run(self, consumer: Consumer[Any]) -> None:
         try:
             async for msg in consumer:
+                if self.unread.full():  # bounded, and loud: the test must read or raise keep
+                    raise OverflowError(
+                        f"more than {self.unread.maxsize} messages on queue {self.name!r} "
+                        f"not taken with next(): take them, or raise TestApp(keep=...)")
                 self.seen.append(msg)
-                await self.unread.put(msg)  # a full buffer stops the reading (bounded)
+                self.unread.put_nowait(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # shown to the test by next() and drain()
@@ -285,6 +289,8 @@ class TestApp:
         within ``timeout``, and the app's failure if it stopped on its own.
         """
         collector = self._collector(queue)
+        if collector.failure is not None and collector.unread.empty():
+            raise collector.failure  # it reads no more: waiting cannot help
         wait = self.timeout if timeout is None else timeout
         getter = asyncio.ensure_future(collector.unread.get())
         stopped = [asyncio.ensure_future(app.wait_stopped()) for app in self.apps]
