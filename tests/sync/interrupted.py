@@ -5,6 +5,9 @@
 KeyboardInterrupt is handled: the facade must still work, so the script reads the
 100 messages back and prints how many; ``uncaught`` lets it end the interpreter,
 whose exit closes the producer (the test then reads the topic itself).
+
+``full``: URL is a broker that is away; send until the producer's small buffer is
+full, printing "sent N" after each, so the script blocks in ``send``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,20 @@ from mlops_async import MessageBuilder, MessageType
 from mlops_async.sync import Consumer, Producer
 
 
+def fill_up(url: str, topic: str) -> None:
+    producer = Producer(url, topic=topic, buffer_size=4, batch_size=2, flush_timeout=0.5,
+                        close_timeout=1.0)
+    print("ready", flush=True)
+    for i in range(1000):
+        producer.send(MessageBuilder().with_msg_type(MessageType.DATA).with_argument("i", i)
+                      .build())
+        print(f"sent {i + 1}", flush=True)
+
+
 def main(url: str, topic: str, mode: str) -> None:
+    if mode == "full":
+        fill_up(url, topic)
+        return
     producer = Producer(url, topic=topic)
     for i in range(100):
         producer.send(MessageBuilder().with_msg_type(MessageType.DATA).with_argument("i", i)

@@ -18,6 +18,7 @@ import pytest
 from mlops_async import MessageType, MLOpsMessage
 from mlops_async.sync import Consumer, Producer, task
 
+from ..brokers import free_port
 from ..conftest import make_msg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +176,24 @@ def test_ctrl_c_that_ends_the_script_still_delivers_what_was_queued(
     assert done.returncode == -signal.SIGINT, done.stderr[-3000:]
     assert "KeyboardInterrupt" in done.stderr
     assert numbers(read(url, topic, 100)) == list(range(100))
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_send_blocked_by_a_full_buffer_loses_nothing_silently() -> None:
+    # The broker is away: the bounded buffer fills and send() blocks (backpressure).
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "tests.sync.interrupted", url, "t", "full"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, cwd=ROOT)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    assert child.stdout.readline().strip() == "sent 1"
+    threading.Event().wait(1.0)  # it blocks once the buffer is full, however long we wait
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    sent = 1 + out.count("sent ")
+    assert child.returncode == -signal.SIGINT, err[-3000:]
+    assert sent < 1000, "send() blocked on the full buffer"
+    # What was queued and could not be delivered is counted at exit, never dropped silently.
+    assert f"producer closed with {sent} message(s) undelivered" in err, err[-3000:]
