@@ -5,7 +5,8 @@
   URL) and lets the test publish, read outputs and dead letters, and drain.
 - :mod:`mlops_async.testing.plugin` is a pytest plugin (installed with the
   package) with the fixtures ``memory_bus``, ``redis_server`` and ``kafka_broker``.
-- :mod:`mlops_async.testing.brokers` starts Tansu and ``redis-server`` on free ports.
+- :mod:`mlops_async.testing.brokers` starts Tansu and ``redis-server`` on free ports;
+  :mod:`mlops_async.testing.observe` records what the app under test does.
 """
 
 from __future__ import annotations

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -39,55 +37,14 @@ from ..deadletter import DeadLetter
 from ..errors import ConfigurationError
 from ..pipeline import Pipeline
 from ..producer import Producer
-from ..queues import Queue, handler_schema, schema_of
-from ..signals import Ack, Reject, Retry
+from ..queues import Queue
+from .observe import SIGNALS, Call, Collector, recording, written_queues
 
 __all__ = ["Call", "TestApp"]
 
 log = logging.getLogger("mlops_async.testing")
 
 T = TypeVar("T")
-
-#: Outcome signals are decisions, not failures: they are not listed in ``errors``.
-_SIGNALS = (Ack, Reject, Retry)
-
-
-@dataclass(frozen=True)
-class Call:
-    """One call of a handler: its input (a list for a batch handler), and what came of it."""
-
-    handler: str
-    input: Any
-    result: Any = None
-    error: BaseException | None = None
-
-
-class _Collector:
-    """Reads one queue the app writes, in order, into a bounded buffer the test takes from."""
-
-    def __init__(self, name: str, topic: str, schema: type[Any], keep: int) -> None:
-        self.name = name
-        self.topic = topic
-        self.schema = schema
-        self.seen: deque[Any] = deque(maxlen=keep)
-        self.unread: asyncio.Queue[Any] = asyncio.Queue(keep)
-        self.failure: BaseException | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def run(self, consumer: Consumer[Any]) -> None:
-        try:
-            async for msg in consumer:
-                if self.unread.full():  # bounded, and loud: the test must read or raise keep
-                    raise OverflowError(
-                        f"more than {self.unread.maxsize} messages on queue {self.name!r} "
-                        f"not taken with next(): take them, or raise TestApp(keep=...)")
-                self.seen.append(msg)
-                self.unread.put_nowait(msg)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # shown to the test by next() and drain()
-            self.failure = exc
-
 
 class TestApp:
     """Run ``target`` (an :class:`App` or a :class:`Pipeline`) for one test; see the module.
@@ -115,7 +72,7 @@ class TestApp:
         self.timeout = timeout
         self.keep = keep
         self._calls: deque[Call] = deque(maxlen=keep)
-        self._collectors: dict[str, _Collector] = {}
+        self._collectors: dict[str, Collector] = {}
         self._consumers: list[Consumer[Any]] = []
         self._producers: dict[type[Any], Producer[Any]] = {}
         self._admins: dict[str, Admin] = {}
@@ -133,7 +90,7 @@ class TestApp:
                 self.apps = self._pipeline_apps(self.pipeline)
             for app in self.apps:
                 self._prepare(app)
-            for name, topic, schema in self._written():
+            for name, topic, schema in written_queues(self.apps):
                 await self._collect(name, topic, schema)
             for app in self.apps:
                 await app.start()
@@ -179,56 +136,11 @@ class TestApp:
         self._restore.append(functools.partial(_put_back, app.queues, declared))
         for route in app.routes:
             original = route.fn
-            route.fn = self._recording(route.name, original)
+            route.fn = recording(route.name, original, self._calls)
             self._restore.append(functools.partial(setattr, route, "fn", original))
 
-    def _recording(self, name: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        calls = self._calls
-        if inspect.iscoroutinefunction(fn):
-            async def record_async(msg: Any) -> Any:
-                try:
-                    result = await fn(msg)
-                except BaseException as exc:
-                    calls.append(Call(name, msg, error=exc))
-                    raise
-                calls.append(Call(name, msg, result))
-                return result
-            return functools.update_wrapper(record_async, fn)
-
-        def record(msg: Any) -> Any:  # runs in the app's thread pool: deque appends are atomic
-            try:
-                result = fn(msg)
-            except BaseException as exc:
-                calls.append(Call(name, msg, error=exc))
-                raise
-            calls.append(Call(name, msg, result))
-            return result
-        return functools.update_wrapper(record, fn)
-
-    def _written(self) -> Iterable[tuple[str, str, type[Any]]]:
-        """(queue name, topic, schema) of every queue the apps write: outputs, dead letters."""
-        done: set[str] = set()
-        for app in self.apps:
-            hinted = {r.input: handler_schema(r.fn, batch=r.batch_size is not None)
-                      for r in app.routes}
-            writers = [*app.routes, *app.sources]
-            for route in writers:
-                names = [*route.outputs, *([route.dead_letter] if route.dead_letter else [])]
-                for name in names:
-                    if name in done:
-                        continue
-                    done.add(name)
-                    q = app.queues[name]
-                    if name == route.dead_letter:
-                        schema: type[Any] = DeadLetter
-                    elif q.schema is not None or hinted.get(name) is not None:
-                        schema = schema_of(q, hinted.get(name))
-                    else:
-                        schema = dict  # no declared schema: plain objects (see next(schema=))
-                    yield name, q.topic, schema
-
     async def _collect(self, name: str, topic: str, schema: type[Any]) -> None:
-        collector = _Collector(name, topic, schema, self.keep)
+        collector = Collector(name, topic, schema, self.keep)
         consumer: Consumer[Any] = Consumer(
             self.url, topic=topic, group=f"testapp-{self.token}", schema=schema,
             auto_offset_reset="earliest", on_invalid="raise", commit_interval=0.02)
@@ -336,7 +248,7 @@ class TestApp:
     def errors(self) -> list[BaseException]:
         """The exceptions handlers raised (retried ones too), outcome signals excepted."""
         return [c.error for c in self._calls
-                if c.error is not None and not isinstance(c.error, _SIGNALS)]
+                if c.error is not None and not isinstance(c.error, SIGNALS)]
 
     @property
     def failure(self) -> BaseException | None:
@@ -393,7 +305,7 @@ class TestApp:
             return "the test has not yet read every output"
         return ""
 
-    def _collector(self, queue: str) -> _Collector:
+    def _collector(self, queue: str) -> Collector:
         collector = self._collectors.get(queue)
         if collector is None:
             raise ConfigurationError(
@@ -408,7 +320,7 @@ class TestApp:
 
     def _errors_note(self) -> str:
         errors = [f"{c.handler}: {type(c.error).__name__}: {c.error}" for c in self._calls
-                  if c.error is not None and not isinstance(c.error, _SIGNALS)]
+                  if c.error is not None and not isinstance(c.error, SIGNALS)]
         return f"; handler errors: {errors[-5:]}" if errors else ""
 
 
