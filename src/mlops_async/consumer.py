@@ -60,8 +60,12 @@ _MISSING: Any = object()  # __anext__: the inlined decode did not take the paylo
 class Consumer(AsyncResource, Generic[M]):
     """Receives messages from topics, alone (every message) or in a ``group`` (shared work).
 
-    ``auto_offset_reset`` says where a new group starts: ``"latest"`` (only
-    messages published from now on) or ``"earliest"``. ``commit="manual"``
+    ``auto_offset_reset`` says where a consumer with no stored position
+    starts: ``"earliest"`` (everything the broker still holds) or ``"latest"``
+    (only messages published from now on). By default a new ``group`` starts at
+    the earliest, so a stage started after its producer loses nothing; a
+    consumer without a group stores no position and starts at the latest (the
+    earliest would replay the whole topic at every start). ``commit="manual"``
     acknowledges only on :meth:`commit`. Keyword arguments the library does
     not know are handed to the broker client.
     """
@@ -73,7 +77,7 @@ class Consumer(AsyncResource, Generic[M]):
         *,
         topic: str | Sequence[str] | None = None,
         group: str | None = None,
-        auto_offset_reset: OffsetReset = "latest",
+        auto_offset_reset: OffsetReset | None = None,
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
         max_message_size: int = DEFAULT_MAX_SIZE,
@@ -89,7 +93,7 @@ class Consumer(AsyncResource, Generic[M]):
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
-        if auto_offset_reset not in ("earliest", "latest"):
+        if auto_offset_reset not in ("earliest", "latest", None):
             raise ConfigurationError("auto_offset_reset must be 'earliest' or 'latest'")
         if commit not in ("auto", "manual"):
             raise ConfigurationError("commit must be 'auto' or 'manual'")
@@ -107,7 +111,7 @@ class Consumer(AsyncResource, Generic[M]):
         self._client_options = client_options
         self._topics: list[str] = list(dict.fromkeys(_topics(topic)))
         self.group = group
-        self._reset: OffsetReset = auto_offset_reset
+        self._reset: OffsetReset = auto_offset_reset or ("earliest" if group else "latest")
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
         # A consumer's codec limit never changes after this (a Producer's may: see start).
         self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
