@@ -35,6 +35,7 @@ from .errors import (
     PublishError,
     SendTimeout,
     TooManyDeliveries,
+    WrongEventLoop,
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
 from .pipeline import Pipeline
@@ -85,6 +86,7 @@ __all__ = [
     "Subscription",
     "TooManyDeliveries",
     "TopicInfo",
+    "WrongEventLoop",
     "__version__",
     "load_config",
     "register_backend",

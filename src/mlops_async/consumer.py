@@ -27,7 +27,7 @@ from typing import Any, Generic, Literal
 from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Backoff, Outage, check_loop, open_backend, where_to
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
@@ -152,6 +152,7 @@ class Consumer(AsyncResource, Generic[M]):
         # Sends acknowledgements that would otherwise wait while the caller is busy.
         self._ticker: asyncio.TimerHandle | None = None
         self._ack_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it started on
         self.received = 0
         self.dead_lettered = 0
         self.tombstones = 0
@@ -176,9 +177,11 @@ class Consumer(AsyncResource, Generic[M]):
         """Connect and join the group. Lenient mode tolerates an absent broker."""
         if self._closed:
             raise BusClosed("consumer is closed")
+        check_loop(self, self._loop)
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self._last_ack = time.monotonic()
         self._tick()
         try:
@@ -219,6 +222,7 @@ class Consumer(AsyncResource, Generic[M]):
         """
         if self._closed:
             return
+        check_loop(self, self._loop)
         self._closed = True
         if self._trace is not None:
             self._trace.end()  # the last `async for` message's span
@@ -779,6 +783,7 @@ class Consumer(AsyncResource, Generic[M]):
     async def _ack_finished(self) -> None:
         if not self._finished or self._sub is None:
             return
+        check_loop(self, self._loop)
         batch, self._finished = self._finished, []
         try:
             await self._sub.ack(batch)
@@ -797,6 +802,7 @@ class Consumer(AsyncResource, Generic[M]):
     async def _refill(self, *, wait_for_topics: bool, timeout: float | None = None) -> None:
         if not self._started:
             await self.start()
+        check_loop(self, self._loop)
         loop = asyncio.get_running_loop()
         if not self._topics:
             if wait_for_topics:

@@ -35,7 +35,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Backoff, Outage, check_loop, open_backend, where_to
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -173,6 +173,7 @@ class Producer(AsyncResource, Generic[M]):
         self._wakeup: asyncio.Future[None] | None = None
         self._woken = False
         self._sender: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the sender's, set at start
         self._connected = False
         self._closing = False
         self._closed = False
@@ -194,6 +195,7 @@ class Producer(AsyncResource, Generic[M]):
         async with self._start_lock:
             if self._closed or self._closing:
                 raise BusClosed("producer is closed")
+            check_loop(self, self._loop)
             if self._sender is not None:
                 return
             if self._backend is None:
@@ -235,8 +237,17 @@ class Producer(AsyncResource, Generic[M]):
                     self._spooling = True
                     detail = f"messages go to the spool {str(self._spool.directory)!r}"
                 self._outage.down(exc, asyncio.get_running_loop().time(), detail)
+            self._loop = asyncio.get_running_loop()
             self._sender = asyncio.create_task(self._supervised(),
                                                name="mlops_async.producer.sender")
+            self._sender.add_done_callback(self._sender_done)
+
+    def _sender_done(self, sender: asyncio.Task[None]) -> None:
+        """The sender ends only at close, or when its loop shuts down under it (an
+        ``asyncio.run()`` that returned): then the next send goes through start()
+        again, which says the loop is gone instead of queueing for a dead sender."""
+        if not self._closing and self._sender is sender:
+            self._sender = None
 
     async def close(self) -> None:
         """Deliver what is queued, then release everything; safe to call twice.
@@ -248,6 +259,8 @@ class Producer(AsyncResource, Generic[M]):
         word. Cancelling ``close()`` still releases everything before the
         cancellation propagates.
         """
+        if self._released is None or not self._released.done():
+            check_loop(self, self._loop)
         if self._released is not None:
             # Closed, or a close() is under way: return once everything is released.
             await asyncio.shield(self._released)
@@ -592,6 +605,7 @@ class Producer(AsyncResource, Generic[M]):
         broker refused any of those records, and :class:`BusUnavailable` in
         strict mode during an outage.
         """
+        check_loop(self, self._loop)
         if self._sender is None:
             return
         target = self._queued
@@ -641,6 +655,7 @@ class Producer(AsyncResource, Generic[M]):
         Returns True if the broker went away meanwhile and the records must go
         to the spool instead (memory is for records sent while the broker is up).
         """
+        check_loop(self, self._loop)
         loop = asyncio.get_running_loop()
         deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
         while self._count and (
@@ -825,6 +840,11 @@ class Producer(AsyncResource, Generic[M]):
 
     def _wake_sender(self) -> None:
         """Wake the sender waiting for work (``_wakeup`` is not None)."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            # What this call queued is not stranded: the sender's own loop is woken.
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._wake_sender)
+            check_loop(self, self._loop)
         wakeup, self._wakeup = self._wakeup, None
         self._woken = True
         if wakeup is not None and not wakeup.done():
