@@ -219,13 +219,16 @@ class App:
     async def start(self) -> None:
         """Open consumers and producers and start fetching.
 
-        If opening anything fails, what was already opened is closed again.
+        If opening anything fails, what was already opened is closed again. An
+        app stopped with :meth:`stop` may be started again: it opens new clients
+        and its groups resume where they acknowledged.
         """
         if self._started:
             return
         if not self._routes and not self._sources:
             raise ConfigurationError(f"app {self.name!r} has no handlers or sources")
         self._started = True
+        self._failure = None
         self._stopped = asyncio.Event()
         try:
             await self._open()
@@ -359,8 +362,19 @@ class App:
                 outcomes.cancel()
         finally:
             assert self._stopped is not None
+            self._forget_run()
             self._stopped.set()
             log.info("app %s stopped", self.name)
+
+    def _forget_run(self) -> None:
+        """After stop: what one run opened is closed; a later start() opens it all anew."""
+        self._started = self._stopping = False
+        self._producers, self._queue_producer = {}, {}
+        self._dispatch = self._outcomes = self._executor = self._lag = None
+        self._finite = self._heartbeat = self._stopper = None
+        self._signals = 0
+        for route in self._routes:
+            route.consumer = route.pump = None
 
     async def _close_clients(self) -> None:
         if self._heartbeat is not None:
