@@ -804,6 +804,7 @@ class Consumer(AsyncResource, Generic[M]):
             await self.start()
         check_loop(self, self._loop)
         loop = asyncio.get_running_loop()
+        start = loop.time()
         if not self._topics:
             if wait_for_topics:
                 await self._wait_for_topics()
@@ -859,8 +860,16 @@ class Consumer(AsyncResource, Generic[M]):
                 self._backoff.reset()
                 self._buf.extend(batch)
                 return
-        if wait_for_topics:  # iteration retries; a get_messages poll just returns []
+        if wait_for_topics:  # iteration retries
             await asyncio.sleep(delay)
+            return
+        # A poll waits out its timeout, retrying within it: returning [] at once while
+        # the broker is away would make a polling loop spin a core.
+        end = start + (self._poll_timeout if timeout is None else timeout)
+        if end - loop.time() > 0:
+            await asyncio.sleep(min(delay, end - loop.time()))
+            if end - loop.time() > 0 and not self._closed:
+                await self._refill(wait_for_topics=False, timeout=end - loop.time())
 
     async def _invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
         """Deal with a delivery the codec refused: skip a tombstone, dead-letter the rest."""
