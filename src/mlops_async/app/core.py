@@ -27,7 +27,7 @@ from ..producer import Producer
 from ..queues import AppConfig, Queue, handler_schema, load_config, schema_of, url_of
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
-from .ending import Ending, announce, wait_for_the_end
+from .ending import Ending, announce, refuse_a_finished_run, wait_for_the_end
 from .heartbeat import Heartbeat
 from .lag import LagWatcher
 from .outcome import Outcomes
@@ -227,6 +227,8 @@ class App:
             return
         if not self._routes and not self._sources:
             raise ConfigurationError(f"app {self.name!r} has no handlers or sources")
+        if self._stopped is not None:
+            self._forget_run()
         self._started = True
         self._failure = None
         self._stopped = asyncio.Event()
@@ -242,6 +244,8 @@ class App:
     async def _open(self) -> None:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
+        if self.ending is not None and self.ending.given_id:  # before any input is read
+            await refuse_a_finished_run(self.ending, default, self.client_options)
         for name, q in self.queues.items():
             self._schemas[name] = schema_of(q, self._hinted.get(name))
         hinted = {n for n in self._hinted if self.queues.get(n) and self.queues[n].schema is None}
@@ -362,13 +366,15 @@ class App:
                 outcomes.cancel()
         finally:
             assert self._stopped is not None
-            self._forget_run()
+            self._started = self._stopping = False  # a later start() runs it again
             self._stopped.set()
             log.info("app %s stopped", self.name)
 
     def _forget_run(self) -> None:
-        """After stop: what one run opened is closed; a later start() opens it all anew."""
-        self._started = self._stopping = False
+        """At a start after a stop: forget what the last run opened (and closed).
+
+        Kept until then, so what a stopped app did can still be looked at.
+        """
         self._producers, self._queue_producer = {}, {}
         self._dispatch = self._outcomes = self._executor = self._lag = None
         self._finite = self._heartbeat = self._stopper = None
