@@ -65,7 +65,11 @@ class Consumer(AsyncResource, Generic[M]):
     (only messages published from now on). By default a new ``group`` starts at
     the earliest, so a stage started after its producer loses nothing; a
     consumer without a group stores no position and starts at the latest (the
-    earliest would replay the whole topic at every start). ``commit="manual"``
+    earliest would replay the whole topic at every start). ``peek=True`` looks
+    at a topic without touching anything: no group, from the earliest, and a
+    record it cannot decode is skipped and counted (``skipped``), never
+    dead-lettered (a reader with the wrong schema would otherwise fill the
+    topic's dead-letter queue with good records). ``commit="manual"``
     acknowledges only on :meth:`commit`. Keyword arguments the library does
     not know are handed to the broker client.
     """
@@ -90,6 +94,7 @@ class Consumer(AsyncResource, Generic[M]):
         max_deliveries: int | None = 5,
         strict: bool = False,
         tracing: bool | None = None,
+        peek: bool = False,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
@@ -103,6 +108,10 @@ class Consumer(AsyncResource, Generic[M]):
             raise ConfigurationError("prefetch must be at least 1")
         # The seed's spelling: group_id=..., as aiokafka calls it.
         group = group or client_options.pop("group_id", None)
+        if peek and group:
+            raise ConfigurationError("peek=True reads without a group (and moves none): "
+                                     f"drop group={group!r}")
+        self._peek = peek
         url, orchestrator, orchestrator_endpoint, client_options = where_to(
             url, orchestrator, orchestrator_endpoint, client_options)
         self._url = url
@@ -111,7 +120,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._client_options = client_options
         self._topics: list[str] = list(dict.fromkeys(_topics(topic)))
         self.group = group
-        self._reset: OffsetReset = auto_offset_reset or ("earliest" if group else "latest")
+        self._reset: OffsetReset = auto_offset_reset or (
+            "earliest" if group or peek else "latest")
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
         # A consumer's codec limit never changes after this (a Producer's may: see start).
         self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
@@ -156,6 +166,7 @@ class Consumer(AsyncResource, Generic[M]):
         self.received = 0
         self.dead_lettered = 0
         self.tombstones = 0
+        self.skipped = 0  # peek: records it could not decode (never dead-lettered)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -894,6 +905,11 @@ class Consumer(AsyncResource, Generic[M]):
             self._inflight[id(d)] = d
             exc.delivery = d
             raise exc
+        if self._peek:
+            self.skipped += 1
+            self._finished.append(d)
+            log.info("peek: skipped %s (not dead-lettered: a peek writes nothing): %s", where, exc)
+            return
         try:
             await self._to_dead_letters(d, exc)
         except BaseException:
