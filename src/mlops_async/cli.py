@@ -325,6 +325,10 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(t)
     t.add_argument("--group", default=None, help="only this consumer group")
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    t.add_argument("--once", action="store_true",
+                   help="print one table (rates over one interval) and exit")
+    t.add_argument("--plain", action="store_true",
+                   help="plain text tables, one per interval (automatic outside a terminal)")
     q = _command(sub, "dlq", "dead-letter queues")
     qsub = q.add_subparsers(dest="dlq_command", required=True)
     rp = _command(qsub, "replay", "send dead letters back to their source topics (each once "
@@ -425,8 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "top":
             from .top import run_top
 
+            # Outside a terminal (a pipe, a log) the live view draws nothing: plain tables.
+            plain = args.plain or args.once or not sys.stdout.isatty()
             asyncio.run(run_top(_bus(args), group=args.group, interval=args.interval,
-                                client_options=_options(args)))
+                                client_options=_options(args), plain=plain, once=args.once))
             return 0
         runner: Any = _admin(args)
         return int(asyncio.run(runner))
