@@ -44,7 +44,7 @@ from .errors import (
 )
 from .message import MLOpsMessage
 from .producer import _topics
-from .tracing import Tracing, resolve, trace_context
+from .tracing import Tracing, appeared, resolve, trace_context
 
 __all__ = ["Consumer"]
 
@@ -870,6 +870,9 @@ class Consumer(AsyncResource, Generic[M]):
                     self._outage.up(loop.time())
                 self._backoff.reset()
                 self._buf.extend(batch)
+                if self._trace is None and self._tracing is None:  # once per batch
+                    assert self._backend is not None
+                    self._trace = appeared(None, self._backend.scheme, "consumer")
                 return
         if wait_for_topics:  # iteration retries
             await asyncio.sleep(delay)

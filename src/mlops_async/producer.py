@@ -51,7 +51,7 @@ from .errors import (
 from .message import MLOpsMessage
 from .spool import Spool
 from .status import TaskStatus, Webhook, task_status
-from .tracing import Tracing, resolve
+from .tracing import Tracing, appeared, resolve
 
 __all__ = ["Producer"]
 
@@ -202,11 +202,7 @@ class Producer(AsyncResource, Generic[M]):
                 self._backend = await open_backend(
                     self._url, self._orchestrator, self._endpoint, self._client_options
                 )
-            self._trace = resolve(self._tracing, self._backend.scheme)
-            if self._trace is not None:
-                # Chosen once here: an untraced producer's send stays exactly as it is.
-                self.send = self._traced_send  # type: ignore[method-assign]
-                self.send_many = self._traced_send_many  # type: ignore[method-assign]
+            self._use_tracing(resolve(self._tracing, self._backend.scheme))
             limit = self._backend.max_record_size
             if limit is not None and limit < self._codec.max_size:
                 self._codec.max_size = limit
@@ -241,6 +237,13 @@ class Producer(AsyncResource, Generic[M]):
             self._sender = asyncio.create_task(self._supervised(),
                                                name="mlops_async.producer.sender")
             self._sender.add_done_callback(self._sender_done)
+
+    def _use_tracing(self, trace: Tracing | None) -> None:
+        self._trace = trace
+        if trace is not None:
+            # Chosen here: an untraced producer's send stays exactly as it is.
+            self.send = self._traced_send  # type: ignore[method-assign]
+            self.send_many = self._traced_send_many  # type: ignore[method-assign]
 
     def _sender_done(self, sender: asyncio.Task[None]) -> None:
         """The sender ends only at close, or when its loop shuts down under it (an
@@ -819,6 +822,9 @@ class Producer(AsyncResource, Generic[M]):
                     self._woken = False
                 if self._linger > 0 and len(self._buf) < self._batch_size:
                     await asyncio.sleep(self._linger)
+            if self._trace is None and self._tracing is None and self._backend is not None:
+                # Once per batch: a TracerProvider configured after start is picked up.
+                self._use_tracing(appeared(None, self._backend.scheme, "producer"))
             while self._buf and len(pipeline) < self._max_in_flight:
                 batch, size = self._cut_batch()
                 confirm = await self._enqueue(batch)
