@@ -38,10 +38,12 @@ from .errors import (
     WrongEventLoop,
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
+from .metrics import Metrics, serve_metrics
 from .pipeline import Pipeline
 from .producer import Producer
 from .queues import AppConfig, Queue, load_config
 from .signals import Ack, Reject, Retry
+from .status import TaskStatus, Webhook, reports_status, task_status
 
 __version__ = "0.1.0"
 
@@ -70,6 +72,7 @@ __all__ = [
     "MessageError",
     "MessageTooLarge",
     "MessageType",
+    "Metrics",
     "MissingDependency",
     "NotSupported",
     "OutputError",
@@ -84,11 +87,16 @@ __all__ = [
     "SendTimeout",
     "Stage",
     "Subscription",
+    "TaskStatus",
     "TooManyDeliveries",
     "TopicInfo",
+    "Webhook",
     "WrongEventLoop",
     "__version__",
     "load_config",
     "register_backend",
     "replay_dead_letters",
+    "reports_status",
+    "serve_metrics",
+    "task_status",
 ]
