@@ -85,6 +85,13 @@ class Producer(AsyncResource, Generic[M]):
     ``redis://host:6379/0``); the seed's ``orchestrator``/``orchestrator_endpoint``
     spelling works too. Keyword arguments the library does not know are handed
     to the broker client (e.g. ``acks``, ``compression_type``).
+
+    ``schema`` messages are checked at send as far as is cheap: msgspec encodes
+    whatever values a Struct holds, so by default (``validate=None``) an array
+    whose dtype is not the one its field declares raises :class:`EncodeError`
+    here rather than being dead-lettered by the consumer (schemas without such
+    fields pay nothing). ``validate=True`` decodes every message as a consumer
+    will (every field checked, at the cost of a decode); ``False`` checks nothing.
     """
 
     def __init__(
@@ -110,6 +117,7 @@ class Producer(AsyncResource, Generic[M]):
         spool_max_bytes: int = 256 * 1024 * 1024,
         strict: bool = False,
         tracing: bool | None = None,
+        validate: bool | None = None,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
@@ -129,7 +137,9 @@ class Producer(AsyncResource, Generic[M]):
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
         self._topics = _topics(topic)
-        self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
+        # validate: see Codec (None: array dtypes; True: decode each as a consumer will).
+        self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size,
+                                      validate=validate)
         self._max_size = self._codec.max_size  # the codec's, for all encode paths (see start)
         self._encode_into, marker = self._codec.fast_encode_path()
         self._scratch = bytearray(marker)  # this producer's alone: see Codec.fast_encode_path
