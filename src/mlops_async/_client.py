@@ -6,16 +6,17 @@ import asyncio
 import logging
 import os
 import random
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from .backends import Backend, check_options, create_backend
-from .endpoint import ENV_VAR, resolve_url, seed_url
+from .endpoint import ENV_VAR, redact, resolve_url, seed_url
 from .errors import WrongEventLoop
 
 log = logging.getLogger("mlops_async")
 
-__all__ = ["Backoff", "Outage", "check_loop", "open_backend", "where_to"]
+__all__ = ["Backoff", "Outage", "check_loop", "describe", "open_backend", "where_to"]
 
 
 def where_to(
@@ -46,6 +47,22 @@ async def open_backend(
     """Create (but do not connect) the backend for the resolved URL."""
     resolved = await resolve_url(url, orchestrator, orchestrator_endpoint)
     return create_backend(resolved, **client_options)
+
+
+def describe(client: object, url: str | None, orchestrator: str | None,
+             endpoint: str | None, backend: object, topics: Sequence[str], extra: str,
+             state: str) -> str:
+    """A client's repr: where it goes (password hidden), its topic(s), its state."""
+    if url:
+        where = repr(redact(url))
+    elif orchestrator:
+        where = repr(redact(seed_url(orchestrator, endpoint)))
+    elif backend is not None:
+        where = repr(backend)  # backends' reprs never show credentials
+    else:
+        where = f"url from {ENV_VAR} or the local default"
+    topic = repr(topics[0]) if len(topics) == 1 else repr(list(topics)) if topics else None
+    return f"{type(client).__name__}({where}, topic={topic}{extra}, {state})"
 
 
 def check_loop(client: object, loop: asyncio.AbstractEventLoop | None) -> None:

@@ -27,7 +27,15 @@ from typing import Any, Generic, Literal
 from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, check_loop, open_backend, where_to
+from ._client import (
+    AsyncResource,
+    Backoff,
+    Outage,
+    check_loop,
+    describe,
+    open_backend,
+    where_to,
+)
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
@@ -169,6 +177,12 @@ class Consumer(AsyncResource, Generic[M]):
         self.skipped = 0  # peek: records it could not decode (never dead-lettered)
 
     # -- life cycle ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "started" if self._started else "not started"
+        extra = ", peek" if self._peek else f", group={self.group!r}" if self.group else ""
+        return describe(self, self._url, self._orchestrator, self._endpoint, self._backend,
+                        self._topics, extra, state)
 
     @property
     def backend(self) -> Backend | None:

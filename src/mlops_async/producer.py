@@ -35,7 +35,15 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, check_loop, open_backend, where_to
+from ._client import (
+    AsyncResource,
+    Backoff,
+    Outage,
+    check_loop,
+    describe,
+    open_backend,
+    where_to,
+)
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -195,6 +203,12 @@ class Producer(AsyncResource, Generic[M]):
         self.failed = 0
 
     # -- life cycle ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = ("closed" if self._closed or self._closing
+                 else "started" if self._sender is not None else "not started")
+        return describe(self, self._url, self._orchestrator, self._endpoint, self._backend,
+                        self._topics, "", state)
 
     @property
     def backend(self) -> Backend | None:
