@@ -667,7 +667,8 @@ class Consumer(AsyncResource, Generic[M]):
 
         Returns [] when nothing arrived within ``timeout`` (default
         ``poll_timeout``), when nothing is subscribed, and (lenient mode) when
-        the broker is unavailable. Messages rejected by ``filter`` are
+        the broker is unavailable, then only after ``timeout`` (it retries
+        within it), so a polling loop never spins. Messages rejected by ``filter`` are
         acknowledged; the returned ones are acknowledged at the next call or at
         close (auto commit).
         """
