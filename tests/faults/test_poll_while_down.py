@@ -24,6 +24,8 @@ WINDOW = 3.0
 
 
 def _opts(url: str) -> dict[str, object]:
+    if url.startswith("kafka+confluent"):
+        return {"connect_timeout": 0.5, "session.timeout.ms": 3000}
     if url.startswith("kafka"):
         return {"connect_timeout": 0.5, "session_timeout_ms": 3000, "heartbeat_interval_ms": 300}
     return {"socket_connect_timeout": 0.5}
@@ -31,7 +33,7 @@ def _opts(url: str) -> dict[str, object]:
 
 def _closed(kind: str) -> str:
     port = free_port()
-    return f"redis://127.0.0.1:{port}/0" if kind == "redis" else f"kafka://127.0.0.1:{port}"
+    return f"redis://127.0.0.1:{port}/0" if kind == "redis" else f"{kind}://127.0.0.1:{port}"
 
 
 async def _count_polls(c: Consumer, timeout: float) -> tuple[int, float]:
@@ -46,7 +48,7 @@ async def _count_polls(c: Consumer, timeout: float) -> tuple[int, float]:
     return calls, time.process_time() - cpu
 
 
-@pytest.mark.parametrize("kind", ["redis", "kafka"])
+@pytest.mark.parametrize("kind", ["redis", "kafka", "kafka+confluent"])
 async def test_get_messages_honours_its_timeout_against_a_closed_port(kind: str) -> None:
     url = _closed(kind)
     async with Consumer(url, topic="t", group="g", **_opts(url)) as c:
