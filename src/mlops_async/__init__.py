@@ -12,6 +12,7 @@ One Producer/Consumer API over an in-memory bus, Kafka and Redis::
 
 from __future__ import annotations
 
+from ._version import __version__
 from .admin import Admin
 from .app import App, AppFailed, OutputError, replay_dead_letters
 from .backends import Backend, Delivery, Record, Subscription, register_backend
@@ -44,8 +45,6 @@ from .producer import Producer
 from .queues import AppConfig, Queue, load_config
 from .signals import Ack, Reject, Retry
 from .status import TaskStatus, Webhook, reports_status, task_status
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Ack",

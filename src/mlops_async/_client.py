@@ -16,7 +16,16 @@ from .errors import WrongEventLoop
 
 log = logging.getLogger("mlops_async")
 
-__all__ = ["Backoff", "Outage", "check_loop", "describe", "open_backend", "where_to"]
+__all__ = ["Backoff", "Outage", "check_loop", "describe", "open_backend", "topic_names", "where_to"]
+
+
+def topic_names(topic: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``topic=`` as clients take it (one name, several, or none) as a tuple."""
+    if topic is None:
+        return ()
+    if isinstance(topic, str):
+        return (topic,)
+    return tuple(topic)
 
 
 def where_to(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from ._client import AsyncResource, check_loop, open_backend, where_to
@@ -71,6 +72,10 @@ class Admin(AsyncResource):
     async def list_topics(self) -> list[TopicInfo]:
         """Every topic the broker knows (internal ones excluded)."""
         return await (await self._ready()).list_topics()
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """How many partitions each of ``topics`` has; topics that do not exist are left out."""
+        return await (await self._ready()).partition_counts(topics)
 
     async def create_topic(
         self,

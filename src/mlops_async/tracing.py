@@ -123,7 +123,7 @@ def resolve(option: bool | None, scheme: str = "") -> Tracing | None:
             _once("no-provider", f"{asked} but no TracerProvider is configured: trace context "
                                  "passes through the headers, but no spans are recorded until "
                                  "one is set (opentelemetry.trace.set_tracer_provider)")
-    from . import __version__
+    from ._version import __version__
 
     return Tracing(provider.get_tracer("mlops_async", __version__), system_name(scheme))
 
