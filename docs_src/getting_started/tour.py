@@ -29,8 +29,7 @@ async def tour(url: str = "memory://tour", topic: str = "train",
         await producer.send(msg, flush=True)          # returns once the broker confirmed it
 
     received = []
-    async with Consumer(url, topic=topic, group=group,
-                        auto_offset_reset="earliest") as consumer:
+    async with Consumer(url, topic=topic, group=group) as consumer:
         async for msg in consumer:                    # acknowledged after the loop body finished
             print(msg.topic, msg.user_message, msg.additional_arguments)
             received.append(msg)

@@ -36,12 +36,15 @@ from .errors import (
     PublishError,
     SendTimeout,
     TooManyDeliveries,
+    WrongEventLoop,
 )
 from .message import MessageBuilder, MessageType, MLOpsMessage, Stage
+from .metrics import Metrics, serve_metrics
 from .pipeline import Pipeline
 from .producer import Producer
 from .queues import AppConfig, Queue, load_config
 from .signals import Ack, Reject, Retry
+from .status import TaskStatus, Webhook, reports_status, task_status
 
 __all__ = [
     "Ack",
@@ -68,6 +71,7 @@ __all__ = [
     "MessageError",
     "MessageTooLarge",
     "MessageType",
+    "Metrics",
     "MissingDependency",
     "NotSupported",
     "OutputError",
@@ -82,10 +86,16 @@ __all__ = [
     "SendTimeout",
     "Stage",
     "Subscription",
+    "TaskStatus",
     "TooManyDeliveries",
     "TopicInfo",
+    "Webhook",
+    "WrongEventLoop",
     "__version__",
     "load_config",
     "register_backend",
     "replay_dead_letters",
+    "reports_status",
+    "serve_metrics",
+    "task_status",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -10,11 +11,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from .backends import Backend, check_options, create_backend
-from .endpoint import ENV_VAR, resolve_url, seed_url
+from .endpoint import ENV_VAR, redact, resolve_url, seed_url
+from .errors import WrongEventLoop
 
 log = logging.getLogger("mlops_async")
 
-__all__ = ["Backoff", "Outage", "open_backend", "topic_names", "where_to"]
+__all__ = ["Backoff", "Outage", "check_loop", "describe", "open_backend", "topic_names", "where_to"]
 
 
 def topic_names(topic: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -54,6 +56,44 @@ async def open_backend(
     """Create (but do not connect) the backend for the resolved URL."""
     resolved = await resolve_url(url, orchestrator, orchestrator_endpoint)
     return create_backend(resolved, **client_options)
+
+
+def describe(client: object, url: str | None, orchestrator: str | None,
+             endpoint: str | None, backend: object, topics: Sequence[str], extra: str,
+             state: str) -> str:
+    """A client's repr: where it goes (password hidden), its topic(s), its state."""
+    if url:
+        where = repr(redact(url))
+    elif orchestrator:
+        where = repr(redact(seed_url(orchestrator, endpoint)))
+    elif backend is not None:
+        where = repr(backend)  # backends' reprs never show credentials
+    else:
+        where = f"url from {ENV_VAR} or the local default"
+    topic = repr(topics[0]) if len(topics) == 1 else repr(list(topics)) if topics else None
+    return f"{type(client).__name__}({where}, topic={topic}{extra}, {state})"
+
+
+def check_loop(client: object, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Raise :class:`WrongEventLoop` unless the running loop is ``loop``, the one
+    ``client`` started on (None: not started yet).
+
+    Called where a client touches what belongs to its loop (its tasks, futures and
+    connections), not per message: a client used from another loop would otherwise
+    wait on a dead task or a foreign loop's future and lose what it was given.
+    """
+    running = asyncio.get_running_loop()
+    if loop is not None and running is not loop:
+        raise WrongEventLoop(
+            f"{type(client).__name__} started on event loop {_name(loop)} was used from "
+            f"event loop {_name(running)}: a client belongs to the loop it started on. "
+            "Start, use and close it inside one loop (one asyncio.run() for the whole "
+            "program), or create one client per loop")
+
+
+def _name(loop: asyncio.AbstractEventLoop) -> str:
+    state = "closed" if loop.is_closed() else "running" if loop.is_running() else "stopped"
+    return f"{type(loop).__name__}@{id(loop):#x} ({state})"
 
 
 class Backoff:

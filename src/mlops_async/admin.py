@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from ._client import AsyncResource, open_backend, where_to
+from ._client import AsyncResource, check_loop, open_backend, where_to
 from .backends import Backend, GroupInfo, PartitionLag, TopicInfo
 from .errors import BusClosed
 
@@ -37,12 +38,15 @@ class Admin(AsyncResource):
         self._backend = backend
         self._started = False
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         if self._closed:
             raise BusClosed("admin is closed")
+        check_loop(self, self._loop)
         if self._started:
             return
+        self._loop = asyncio.get_running_loop()
         if self._backend is None:
             self._backend = await open_backend(
                 self._url, self._orchestrator, self._endpoint, self._client_options
@@ -53,6 +57,7 @@ class Admin(AsyncResource):
     async def close(self) -> None:
         if self._closed:
             return
+        check_loop(self, self._loop)
         self._closed = True
         if self._backend is not None:
             await self._backend.close()
@@ -60,6 +65,7 @@ class Admin(AsyncResource):
     async def _ready(self) -> Backend:
         if not self._started:
             await self.start()
+        check_loop(self, self._loop)
         assert self._backend is not None
         return self._backend
 

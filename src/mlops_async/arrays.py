@@ -46,6 +46,7 @@ __all__ = [
     "JSON_TAG",
     "dec_hook",
     "ext_hook",
+    "field_check",
     "from_json",
     "json_enc_hook",
     "msgpack_enc_hook",
@@ -298,6 +299,57 @@ def _check_annotated_dtype(np: Any, tp: Any, arr: Any) -> None:
     if (len(scalar) == 1 and isinstance(scalar[0], type) and issubclass(scalar[0], np.generic)
             and scalar[0] is not np.generic and not issubclass(arr.dtype.type, scalar[0])):
         raise TypeError(f"Expected an array of {scalar[0].__name__}, got one of {arr.dtype}")
+
+
+def _array_scalar(np: Any, tp: Any) -> Any:
+    """The scalar type an array type names (``X | None`` too), e.g. ``np.float32``; else None."""
+    while hasattr(tp, "__value__"):  # numpy >= 2.5 on 3.12 spells NDArray as a type alias
+        tp = tp.__value__
+    args = get_args(tp)
+    if args and type(None) in args:  # Optional: the array type inside it
+        inner = [a for a in args if a is not type(None)]
+        return _array_scalar(np, inner[0]) if len(inner) == 1 else None
+    origin = get_origin(tp) or tp
+    if not (isinstance(origin, type) and issubclass(origin, np.ndarray)) or len(args) != 2:
+        return None
+    scalar = get_args(args[1])
+    if (len(scalar) == 1 and isinstance(scalar[0], type) and issubclass(scalar[0], np.generic)
+            and scalar[0] is not np.generic):
+        return scalar[0]
+    return None
+
+
+def field_check(schema: Any) -> Any:
+    """A function that raises ``TypeError`` when a message of ``schema`` holds an array
+    of another dtype than its field declares (``npt.NDArray[np.float32]``), or
+    None when ``schema`` declares no such field.
+
+    msgspec encodes whatever array a field holds; the consumer's decoder checks
+    the dtype (:func:`dec_hook`): this lets a producer refuse it at send instead.
+    """
+    np = _numpy()
+    if np is None or not (isinstance(schema, type) and issubclass(schema, msgspec.Struct)):
+        return None
+    fields = [(f.name, t) for f in msgspec.structs.fields(schema)
+              if (t := _array_scalar(np, f.type)) is not None]
+    if not fields:
+        return None
+    ndarray = np.ndarray
+
+    def check(msg: Any) -> None:
+        for name, scalar in fields:
+            value = getattr(msg, name, None)
+            if value is None:
+                continue
+            if value.__class__ is not ndarray and not isinstance(value, ndarray):
+                raise TypeError(f"field {name!r}: expected an array, got "
+                                f"{type(value).__name__}")
+            kind = value.dtype.type
+            if kind is not scalar and not issubclass(kind, scalar):
+                raise TypeError(f"field {name!r}: expected an array of {scalar.__name__}, got "
+                                f"one of {value.dtype}")
+
+    return check
 
 
 def schema_hook(tp: Any) -> dict[str, Any]:

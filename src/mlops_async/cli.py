@@ -106,6 +106,15 @@ def _run(args: argparse.Namespace) -> int:
         if args.stage is None:
             asyncio.run(target.run())
             return 0
+        run_id = os.environ.get("MLOPS_RUN_ID")
+        if target.finite and not run_id:
+            # A fresh id per process would never match its other stages'; a fixed one
+            # would match an earlier run's ends: refuse, and say what to do.
+            raise ConfigurationError(
+                f"stage {args.stage!r} belongs to a finite pipeline: set MLOPS_RUN_ID to one "
+                "id shared by every stage of this run and only this run (e.g. "
+                "MLOPS_RUN_ID=$(uuidgen)); `mlops-async run` without --stage, and `deploy "
+                "k8s`, make one for you")
         if args.replicas and args.replicas > 1:
             return run_replicas(args.target, args.stage, args.replicas, _child_args(args))
         app = target.app_for(args.stage, target.params_for(args.stage, params))
@@ -113,8 +122,9 @@ def _run(args: argparse.Namespace) -> int:
             # One replica of a finite run: ends once its upstream ended and it drained.
             replicas = os.environ.get("MLOPS_REPLICAS")
             app.ending = target.ending(
-                args.stage, os.environ.get("MLOPS_RUN_ID", "default"),
+                args.stage, str(run_id),
                 f"{socket.gethostname()}-{os.getpid()}", int(replicas) if replicas else None)
+            app.ending.given_id = True
     elif isinstance(target, App):
         app = target
     else:
@@ -203,10 +213,36 @@ def _deploy(args: argparse.Namespace) -> int:
 
 def _dlq(args: argparse.Namespace) -> int:
     from .app import replay_dead_letters
+    from .browse import letter_line, read_dead_letters, show_letter
 
+    if args.dlq_command in ("list", "show"):
+        letters = asyncio.run(read_dead_letters(
+            _bus(args), args.queue, error_types=getattr(args, "error_type", ()),
+            limit=getattr(args, "limit", None), **_options(args)))
+        if args.dlq_command == "list":
+            for lid, x in letters:
+                print(letter_line(lid, x))
+            return 0
+        found = [show_letter(lid, x) for lid, x in letters if lid == args.id]
+        if not found:
+            raise ConfigurationError(f"no dead letter {args.id} in {args.queue} "
+                                     "(`mlops-async dlq list` shows the ids)")
+        print(found[0])
+        return 0
     n = asyncio.run(replay_dead_letters(_bus(args), args.queue, limit=args.limit,
+                                        error_types=args.error_type,
+                                        skip_error_types=args.skip_error_type, ids=args.id,
                                         **_options(args)))
     print(f"replayed {n} dead letter(s) from {args.queue}")
+    return 0
+
+
+async def _peek(args: argparse.Namespace) -> int:
+    from .browse import peek_lines
+
+    async for line in peek_lines(_bus(args), args.queue, limit=args.limit,
+                                 timeout=args.timeout, latest=args.latest, **_options(args)):
+        print(line, flush=True)
     return 0
 
 
@@ -290,13 +326,41 @@ def _parser() -> argparse.ArgumentParser:
     _client_options(t)
     t.add_argument("--group", default=None, help="only this consumer group")
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    t.add_argument("--once", action="store_true",
+                   help="print one table (rates over one interval) and exit")
+    t.add_argument("--plain", action="store_true",
+                   help="plain text tables, one per interval (automatic outside a terminal)")
     q = _command(sub, "dlq", "dead-letter queues")
     qsub = q.add_subparsers(dest="dlq_command", required=True)
-    rp = _command(qsub, "replay", "send dead letters back to their source topics")
-    rp.add_argument("--queue", required=True, help="dead-letter topic, e.g. raw_events.dlq")
-    rp.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
-    rp.add_argument("--limit", type=int, default=None, help="replay at most this many")
-    _client_options(rp)
+    rp = _command(qsub, "replay", "send dead letters back to their source topics (each once "
+                                  "per replay group)")
+    rp.add_argument("--limit", type=int, default=None, help="go through at most this many")
+    rp.add_argument("--skip-error-type", action="append", default=[], metavar="TYPE",
+                    help="never replay letters of this error type, e.g. Reject (repeatable)")
+    rp.add_argument("--id", action="append", default=[],
+                    help="replay exactly this letter, as `dlq list` shows it (repeatable)")
+    ls = _command(qsub, "list", "one line per dead letter: id, time, error type, source, error")
+    ls.add_argument("--limit", type=int, default=None, help="show at most this many")
+    sh = _command(qsub, "show", "one dead letter whole: fields, headers, the original")
+    sh.add_argument("id", help="the letter's id, as `dlq list` shows it (e.g. 0@42)")
+    for cmd in (rp, ls, sh):
+        cmd.add_argument("--queue", required=True, help="dead-letter topic, e.g. raw_events.dlq")
+        cmd.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+        if cmd is not sh:
+            cmd.add_argument("--error-type", action="append", default=[], metavar="TYPE",
+                             help="only letters of this error type, e.g. DecodeError "
+                                  "(repeatable)")
+        _client_options(cmd)
+    pk = _command(sub, "peek", "print what a queue holds, without a group, acknowledging and "
+                               "dead-lettering nothing")
+    pk.add_argument("queue", help="topic to look at")
+    pk.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    pk.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
+    pk.add_argument("--timeout", type=float, default=2.0,
+                    help="stop once nothing arrived for this many seconds (default 2)")
+    pk.add_argument("--latest", action="store_true",
+                    help="only records sent from now on (default: from the oldest)")
+    _client_options(pk)
     u = _command(sub, "ui", "live web page of a pipeline: graph, rates, replicas, dead letters")
     u.add_argument("targets", nargs="*", metavar="module:pipeline",
                    help="Pipelines or Apps that draw the graph (default: from heartbeats)")
@@ -365,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "dlq":
             return _dlq(args)
+        if args.command == "peek":
+            return asyncio.run(_peek(args))
         if args.command == "deploy":
             return _deploy(args)
         if args.command == "docs":
@@ -378,8 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "top":
             from .top import run_top
 
+            # Outside a terminal (a pipe, a log) the live view draws nothing: plain tables.
+            plain = args.plain or args.once or not sys.stdout.isatty()
             asyncio.run(run_top(_bus(args), group=args.group, interval=args.interval,
-                                client_options=_options(args)))
+                                client_options=_options(args), plain=plain, once=args.once))
             return 0
         runner: Any = _admin(args)
         return int(asyncio.run(runner))

@@ -51,8 +51,10 @@ class Codec(Generic[T]):
     """
 
     __slots__ = (
+        "_check",
         "_encode",
         "_encode_into",
+        "_full_check",
         "_has_topic",
         "_json_dec",
         "_marker",
@@ -68,7 +70,12 @@ class Codec(Generic[T]):
         *,
         format: Format = "msgpack",
         max_size: int = DEFAULT_MAX_SIZE,
+        validate: bool | None = False,
     ) -> None:
+        """``validate`` checks messages on encode: ``None`` the dtypes of array fields
+        (see :func:`.arrays.field_check`; nothing for schemas without them), ``True``
+        also every field, by decoding each payload as a consumer will; ``False`` none.
+        """
         if format not in ("msgpack", "json"):
             raise ValueError(f"unknown format {format!r}: use 'msgpack' or 'json'")
         if max_size <= 1:
@@ -78,7 +85,7 @@ class Codec(Generic[T]):
         self.max_size = max_size
         # numpy arrays (see .arrays): msgspec calls these hooks only for types it does
         # not know, so messages without arrays cost nothing; numpy is never imported here.
-        from .arrays import dec_hook, ext_hook, json_enc_hook, msgpack_enc_hook
+        from .arrays import dec_hook, ext_hook, field_check, json_enc_hook, msgpack_enc_hook
 
         self._mp_dec = msgspec.msgpack.Decoder(schema, dec_hook=dec_hook, ext_hook=ext_hook)
         self._json_dec = msgspec.json.Decoder(schema, dec_hook=dec_hook)
@@ -92,13 +99,24 @@ class Codec(Generic[T]):
             encoder = msgspec.json.Encoder(enc_hook=json_enc_hook)
         self._encode = encoder.encode
         self._encode_into = encoder.encode_into
+        self._check = None if validate is False else field_check(schema)
+        dec = self._mp_dec.decode if format == "msgpack" else self._json_dec.decode
+        self._full_check = dec if validate is True else None
 
     def encode(self, msg: T, *, where: str = "") -> bytes:
         """Serialise ``msg``; raises :class:`EncodeError` or :class:`MessageTooLarge`."""
         try:
+            if self._check is not None:
+                self._check(msg)
             data = self._marker + self._encode(msg)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise EncodeError(f"cannot encode {type(msg).__name__}: {exc}") from exc
+        if self._full_check is not None:
+            try:
+                self._full_check(data[1:])
+            except (msgspec.ValidationError, TypeError, ValueError) as exc:
+                raise EncodeError(f"{type(msg).__name__} would not decode as "
+                                  f"{_describe(self.schema)}: {exc}") from exc
         if len(data) > self.max_size:
             raise MessageTooLarge(len(data), self.max_size, where)
         return data
@@ -114,7 +132,18 @@ class Codec(Generic[T]):
         message (``Producer.send``), and writing after the marker in place saves
         the copy that ``marker + payload`` makes (~115 ns for a 430-byte message).
         """
-        return self._encode_into, self._marker
+        check, full, encode_into = self._check, self._full_check, self._encode_into
+        if check is None and full is None:
+            return encode_into, self._marker
+
+        def checked_encode_into(msg: Any, buf: bytearray, offset: int) -> None:
+            if check is not None:
+                check(msg)
+            encode_into(msg, buf, offset)
+            if full is not None:
+                full(buf[offset:])  # a copy: no view may outlive the call (buf is reused)
+
+        return checked_encode_into, self._marker
 
     def decode(self, data: bytes | None, *, topic: str | None = None, where: str = "") -> T:
         """Decode ``data`` into the schema; ``topic`` is recorded on the message if it has one.

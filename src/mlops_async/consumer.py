@@ -27,7 +27,16 @@ from typing import Any, Generic, Literal
 from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, topic_names, where_to
+from ._client import (
+    AsyncResource,
+    Backoff,
+    Outage,
+    check_loop,
+    describe,
+    open_backend,
+    topic_names,
+    where_to,
+)
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
@@ -43,7 +52,7 @@ from .errors import (
     TooManyDeliveries,
 )
 from .message import MLOpsMessage
-from .tracing import Tracing, resolve, trace_context
+from .tracing import Tracing, appeared, resolve, trace_context
 
 __all__ = ["Consumer"]
 
@@ -59,8 +68,16 @@ _MISSING: Any = object()  # __anext__: the inlined decode did not take the paylo
 class Consumer(AsyncResource, Generic[M]):
     """Receives messages from topics, alone (every message) or in a ``group`` (shared work).
 
-    ``auto_offset_reset`` says where a new group starts: ``"latest"`` (only
-    messages published from now on) or ``"earliest"``. ``commit="manual"``
+    ``auto_offset_reset`` says where a consumer with no stored position
+    starts: ``"earliest"`` (everything the broker still holds) or ``"latest"``
+    (only messages published from now on). By default a new ``group`` starts at
+    the earliest, so a stage started after its producer loses nothing; a
+    consumer without a group stores no position and starts at the latest (the
+    earliest would replay the whole topic at every start). ``peek=True`` looks
+    at a topic without touching anything: no group, from the earliest, and a
+    record it cannot decode is skipped and counted (``skipped``), never
+    dead-lettered (a reader with the wrong schema would otherwise fill the
+    topic's dead-letter queue with good records). ``commit="manual"``
     acknowledges only on :meth:`commit`. Keyword arguments the library does
     not know are handed to the broker client.
     """
@@ -72,7 +89,7 @@ class Consumer(AsyncResource, Generic[M]):
         *,
         topic: str | Sequence[str] | None = None,
         group: str | None = None,
-        auto_offset_reset: OffsetReset = "latest",
+        auto_offset_reset: OffsetReset | None = None,
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
         max_message_size: int | None = None,
@@ -85,10 +102,11 @@ class Consumer(AsyncResource, Generic[M]):
         max_deliveries: int | None = 5,
         strict: bool = False,
         tracing: bool | None = None,
+        peek: bool = False,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
-        if auto_offset_reset not in ("earliest", "latest"):
+        if auto_offset_reset not in ("earliest", "latest", None):
             raise ConfigurationError("auto_offset_reset must be 'earliest' or 'latest'")
         if commit not in ("auto", "manual"):
             raise ConfigurationError("commit must be 'auto' or 'manual'")
@@ -98,6 +116,10 @@ class Consumer(AsyncResource, Generic[M]):
             raise ConfigurationError("prefetch must be at least 1")
         # The seed's spelling: group_id=..., as aiokafka calls it.
         group = group or client_options.pop("group_id", None)
+        if peek and group:
+            raise ConfigurationError("peek=True reads without a group (and moves none): "
+                                     f"drop group={group!r}")
+        self._peek = peek
         url, orchestrator, orchestrator_endpoint, client_options = where_to(
             url, orchestrator, orchestrator_endpoint, client_options)
         self._url = url
@@ -106,7 +128,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._client_options = client_options
         self._topics: list[str] = list(dict.fromkeys(topic_names(topic)))
         self.group = group
-        self._reset: OffsetReset = auto_offset_reset
+        self._reset: OffsetReset = auto_offset_reset or (
+            "earliest" if group or peek else "latest")
         if max_message_size is None:
             max_message_size = letter_size_limit(schema) or DEFAULT_MAX_SIZE
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
@@ -149,11 +172,19 @@ class Consumer(AsyncResource, Generic[M]):
         # Sends acknowledgements that would otherwise wait while the caller is busy.
         self._ticker: asyncio.TimerHandle | None = None
         self._ack_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it started on
         self.received = 0
         self.dead_lettered = 0
         self.tombstones = 0
+        self.skipped = 0  # peek: records it could not decode (never dead-lettered)
 
     # -- life cycle ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "started" if self._started else "not started"
+        extra = ", peek" if self._peek else f", group={self.group!r}" if self.group else ""
+        return describe(self, self._url, self._orchestrator, self._endpoint, self._backend,
+                        self._topics, extra, state)
 
     @property
     def backend(self) -> Backend | None:
@@ -173,9 +204,11 @@ class Consumer(AsyncResource, Generic[M]):
         """Connect and join the group. Lenient mode tolerates an absent broker."""
         if self._closed:
             raise BusClosed("consumer is closed")
+        check_loop(self, self._loop)
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self._last_ack = time.monotonic()
         self._tick()
         try:
@@ -216,6 +249,7 @@ class Consumer(AsyncResource, Generic[M]):
         """
         if self._closed:
             return
+        check_loop(self, self._loop)
         self._closed = True
         if self._trace is not None:
             self._trace.end()  # the last `async for` message's span
@@ -635,7 +669,8 @@ class Consumer(AsyncResource, Generic[M]):
 
         Returns [] when nothing arrived within ``timeout`` (default
         ``poll_timeout``), when nothing is subscribed, and (lenient mode) when
-        the broker is unavailable. Messages rejected by ``filter`` are
+        the broker is unavailable, then only after ``timeout`` (it retries
+        within it), so a polling loop never spins. Messages rejected by ``filter`` are
         acknowledged; the returned ones are acknowledged at the next call or at
         close (auto commit).
         """
@@ -776,6 +811,7 @@ class Consumer(AsyncResource, Generic[M]):
     async def _ack_finished(self) -> None:
         if not self._finished or self._sub is None:
             return
+        check_loop(self, self._loop)
         batch, self._finished = self._finished, []
         try:
             await self._sub.ack(batch)
@@ -794,7 +830,9 @@ class Consumer(AsyncResource, Generic[M]):
     async def _refill(self, *, wait_for_topics: bool, timeout: float | None = None) -> None:
         if not self._started:
             await self.start()
+        check_loop(self, self._loop)
         loop = asyncio.get_running_loop()
+        start = loop.time()
         if not self._topics:
             if wait_for_topics:
                 await self._wait_for_topics()
@@ -849,9 +887,20 @@ class Consumer(AsyncResource, Generic[M]):
                     self._outage.up(loop.time())
                 self._backoff.reset()
                 self._buf.extend(batch)
+                if self._trace is None and self._tracing is None:  # once per batch
+                    assert self._backend is not None
+                    self._trace = appeared(None, self._backend.scheme, "consumer")
                 return
-        if wait_for_topics:  # iteration retries; a get_messages poll just returns []
+        if wait_for_topics:  # iteration retries
             await asyncio.sleep(delay)
+            return
+        # A poll waits out its timeout, retrying within it: returning [] at once while
+        # the broker is away would make a polling loop spin a core.
+        end = start + (self._poll_timeout if timeout is None else timeout)
+        if end - loop.time() > 0:
+            await asyncio.sleep(min(delay, end - loop.time()))
+            if end - loop.time() > 0 and not self._closed:
+                await self._refill(wait_for_topics=False, timeout=end - loop.time())
 
     async def _invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
         """Deal with a delivery the codec refused: skip a tombstone, dead-letter the rest."""
@@ -876,6 +925,11 @@ class Consumer(AsyncResource, Generic[M]):
             self._inflight[id(d)] = d
             exc.delivery = d
             raise exc
+        if self._peek:
+            self.skipped += 1
+            self._finished.append(d)
+            log.info("peek: skipped %s (not dead-lettered: a peek writes nothing): %s", where, exc)
+            return
         try:
             await self._to_dead_letters(d, exc)
         except BaseException:

@@ -13,6 +13,7 @@ Every error the library raises derives from :class:`BusError`; driver errors
     ├── ConfigurationError        a bad URL, option or missing extra (also a ValueError)
     │   └── MissingDependency     the URL needs an optional extra that is not installed
     ├── NotSupported              this backend cannot do that operation
+    ├── WrongEventLoop            a client used from an event loop other than its own
     └── MessageError              something is wrong with one message
         ├── InvalidMessage        MessageBuilder.build() found a required field unset
         ├── MessageTooLarge       the payload is over the configured size limit
@@ -39,6 +40,7 @@ __all__ = [
     "PublishError",
     "SendTimeout",
     "TooManyDeliveries",
+    "WrongEventLoop",
 ]
 
 
@@ -85,6 +87,12 @@ class MissingDependency(ConfigurationError, ImportError):
 
 class NotSupported(BusError):
     """The backend cannot perform this operation."""
+
+
+class WrongEventLoop(BusError):
+    """A Producer, Consumer or Admin was used from an event loop other than the one it
+    started on (its connections and tasks live on that one). Start it, use it and close
+    it inside one loop: one ``asyncio.run()`` for the whole program."""
 
 
 class MessageError(BusError):

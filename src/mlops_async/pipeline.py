@@ -81,6 +81,7 @@ class Pipeline:
         self.stages: dict[str, Stage] = {}
         self._hooks: dict[str, list[Callable[..., Any]]] = {
             "startup": [], "shutdown": [], "error": []}
+        self._hook_stages: dict[Callable[..., Any], tuple[str, ...]] = {}  # default: all
 
     def queue(self, name: str, **fields: Any) -> Queue:
         q = Queue(name=name, **fields)
@@ -150,15 +151,42 @@ class Pipeline:
 
     # -- life cycle hooks (for every stage) -----------------------------------
 
-    def on_startup(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        """Run ``fn()`` in every stage replica before its first message."""
-        self._hooks["startup"].append(fn)
-        return fn
+    def on_startup(self, fn: Callable[[], Any] | None = None, *,
+                   stages: Sequence[str] | None = None) -> Any:
+        """Run ``fn()`` in every replica of every stage before its first message, or
+        only in ``stages``: ``@pipeline.on_startup(stages=["train"])`` loads a model
+        where it is used, not in the writer too."""
+        return self._hook("startup", fn, stages)
 
-    def on_shutdown(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        """Run ``fn()`` in every stage replica after its drain (also on SIGTERM)."""
-        self._hooks["shutdown"].append(fn)
-        return fn
+    def on_shutdown(self, fn: Callable[[], Any] | None = None, *,
+                    stages: Sequence[str] | None = None) -> Any:
+        """Run ``fn()`` in every stage replica (or only in ``stages``) after its drain
+        (also on SIGTERM)."""
+        return self._hook("shutdown", fn, stages)
+
+    def _hook(self, kind: str, fn: Callable[[], Any] | None,
+              stages: Sequence[str] | None) -> Any:
+        def register(fn: Callable[[], Any]) -> Callable[[], Any]:
+            self._hooks[kind].append(fn)
+            if stages is not None:
+                self._hook_stages[fn] = tuple(stages)
+            return fn
+
+        return register if fn is None else register(fn)
+
+    def _hooks_for(self, kind: str, stage: str) -> list[Callable[..., Any]]:
+        """The hooks of ``kind`` that run in ``stage``; a stage a hook names must exist."""
+        out = []
+        for fn in self._hooks[kind]:
+            named = self._hook_stages.get(fn)
+            unknown = sorted(set(named or ()) - self.stages.keys())
+            if unknown:
+                raise ConfigurationError(
+                    f"{kind} hook {getattr(fn, '__name__', fn)} names stage(s) {unknown} "
+                    f"that pipeline {self.name!r} does not have ({sorted(self.stages)})")
+            if named is None or stage in named:
+                out.append(fn)
+        return out
 
     def on_error(self, fn: ErrorHook) -> ErrorHook:
         """Call ``fn(exc, input)`` when a stage's handler fails for good on an input."""
@@ -190,9 +218,9 @@ class Pipeline:
         st = self._stage(stage)
         app = App(f"{self.name}.{st.name}", url=self.url, queues=self.queues.values(),
                   **{**self.app_options, **app_options})
-        for fn_ in self._hooks["startup"]:
+        for fn_ in self._hooks_for("startup", st.name):
             app.on_startup(fn_)
-        for fn_ in self._hooks["shutdown"]:
+        for fn_ in self._hooks_for("shutdown", st.name):
             app.on_shutdown(fn_)
         for fn_ in self._hooks["error"]:
             app.on_error(fn_)

@@ -33,7 +33,15 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Outage, open_backend, topic_names, where_to
+from ._client import (
+    AsyncResource,
+    Outage,
+    check_loop,
+    describe,
+    open_backend,
+    topic_names,
+    where_to,
+)
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -47,7 +55,7 @@ from .errors import (
 from .message import MLOpsMessage
 from .outbox import Batching, RecordBuffer, Sender, SequenceLedger, SpoolPath
 from .status import TaskStatus, Webhook, task_status
-from .tracing import Tracing, resolve
+from .tracing import Tracing, appeared, resolve
 
 __all__ = ["Producer"]
 
@@ -96,6 +104,13 @@ class Producer(AsyncResource, Generic[M]):
     the :class:`~mlops_async.outbox.Sender` task and, with ``spool=``, a
     :class:`~mlops_async.outbox.SpoolPath`. ``send`` inlines the buffer's
     capacity rule and the codec's fast path: the one hot path of this class.
+
+    ``schema`` messages are checked at send as far as is cheap: msgspec encodes
+    whatever values a Struct holds, so by default (``validate=None``) an array
+    whose dtype is not the one its field declares raises :class:`EncodeError`
+    here rather than being dead-lettered by the consumer (schemas without such
+    fields pay nothing). ``validate=True`` decodes every message as a consumer
+    will (every field checked, at the cost of a decode); ``False`` checks nothing.
     """
 
     def __init__(
@@ -121,6 +136,7 @@ class Producer(AsyncResource, Generic[M]):
         spool_max_bytes: int = 256 * 1024 * 1024,
         strict: bool = False,
         tracing: bool | None = None,
+        validate: bool | None = None,
         backend: Backend | None = None,
         **client_options: Any,
     ) -> None:
@@ -140,7 +156,9 @@ class Producer(AsyncResource, Generic[M]):
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
         self._topics = topic_names(topic)
-        self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
+        # validate: see Codec (None: array dtypes; True: decode each as a consumer will).
+        self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size,
+                                      validate=validate)
         self._max_size = self._codec.max_size  # the codec's, for all encode paths (see start)
         self._encode_into, marker = self._codec.fast_encode_path()
         self._scratch = bytearray(marker)  # this producer's alone: see Codec.fast_encode_path
@@ -157,6 +175,7 @@ class Producer(AsyncResource, Generic[M]):
         self._tracing = tracing  # None: on when OpenTelemetry is configured (mlops_async.tracing)
         self._trace: Tracing | None = None
         self._sender: Sender | None = None  # set once started
+        self._loop: asyncio.AbstractEventLoop | None = None  # the sender's, set at start
         self._closing = False
         self._closed = False
         self._released: asyncio.Future[None] | None = None  # set once close() released all
@@ -164,6 +183,12 @@ class Producer(AsyncResource, Generic[M]):
         self._outage = Outage("producer")
 
     # -- life cycle ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = ("closed" if self._closed or self._closing
+                 else "started" if self._sender is not None else "not started")
+        return describe(self, self._url, self._orchestrator, self._endpoint, self._backend,
+                        self._topics, "", state)
 
     @property
     def backend(self) -> Backend | None:
@@ -189,6 +214,7 @@ class Producer(AsyncResource, Generic[M]):
         async with self._start_lock:
             if self._closed or self._closing:
                 raise BusClosed("producer is closed")
+            check_loop(self, self._loop)
             if self._sender is not None:
                 return
             if self._backend is None:
@@ -227,8 +253,28 @@ class Producer(AsyncResource, Generic[M]):
                     sender.spooling = True
                     detail = f"messages go to the spool {str(self._spool.directory)!r}"
                 self._outage.down(exc, asyncio.get_running_loop().time(), detail)
-            sender.start()
+            self._loop = asyncio.get_running_loop()
+            sender.start().add_done_callback(self._sender_done)
             self._sender = sender
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        """The sender ends only at close, or when its loop shuts down under it (an
+        ``asyncio.run()`` that returned): then the next send goes through start()
+        again, which says the loop is gone instead of queueing for a dead sender."""
+        if not self._closing:
+            self._sender = None
+
+    def _wake(self, sender: Sender) -> None:
+        """Wake the sender waiting for work: once per wake-up, never per message."""
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            # What this call queued is not stranded: the sender's own loop is woken.
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(sender.wake)
+            check_loop(self, self._loop)
+        if self._trace is None and self._tracing is None and self._backend is not None:
+            # A TracerProvider configured after start is picked up from the next send.
+            self._trace = appeared(None, self._backend.scheme, "producer")
+        sender.wake()
 
     async def close(self) -> None:
         """Deliver what is queued, then release everything; safe to call twice.
@@ -240,6 +286,8 @@ class Producer(AsyncResource, Generic[M]):
         word. Cancelling ``close()`` still releases everything before the
         cancellation propagates.
         """
+        if self._released is None or not self._released.done():
+            check_loop(self, self._loop)
         if self._released is not None:
             # Closed, or a close() is under way: return once everything is released.
             await asyncio.shield(self._released)
@@ -369,7 +417,7 @@ class Producer(AsyncResource, Generic[M]):
                 buffer.admit(records, size)
                 self._ledger.take(len(records))
         if sender.waiting is not None:  # set only while the sender waits: once per wake-up
-            sender.wake()
+            self._wake(sender)
         if flush:
             await self.flush()
 
@@ -395,7 +443,7 @@ class Producer(AsyncResource, Generic[M]):
         self._buffer.admit([Record(topic, value, k)], size)
         self._ledger.queued += 1
         if sender.waiting is not None:
-            sender.wake()
+            self._wake(sender)
         return True
 
     async def send_many(
@@ -448,7 +496,7 @@ class Producer(AsyncResource, Generic[M]):
                 buffer.admit([Record(t, v, k, h) for v in chunk for t in topics], size)
             self._ledger.take(n)
             if sender.waiting is not None:
-                sender.wake()
+                self._wake(sender)
         if flush:
             await self.flush()
 
@@ -498,6 +546,7 @@ class Producer(AsyncResource, Generic[M]):
         broker refused any of those records, and :class:`BusUnavailable` in
         strict mode during an outage.
         """
+        check_loop(self, self._loop)
         if self._sender is None:
             return
         target = self._ledger.queued
@@ -551,6 +600,7 @@ class Producer(AsyncResource, Generic[M]):
         Returns True if the broker went away meanwhile and the records must go
         to the spool instead (memory is for records sent while the broker is up).
         """
+        check_loop(self, self._loop)
         loop = asyncio.get_running_loop()
         deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
         buffer = self._buffer

@@ -4,17 +4,19 @@ For each topic: messages in per second (growth of the log), out per second
 (growth of the consumer groups' committed positions), group lag, dead letters
 (records in ``<topic>.dlq``) and the last error a dead letter carried. Works
 on any backend with an Admin (memory in the same process, Kafka, Redis,
-PostgreSQL); refreshed in place with rich.
+PostgreSQL); refreshed in place with rich on a terminal, or printed as plain
+text tables (``plain=True``: a pipe, a CI log) and once only with ``once=True``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from .admin import Admin
 from .app.heartbeat import LIVE_STATES, STATS_TOPIC, ReplicaStats
@@ -24,7 +26,7 @@ from .deadletter import DeadLetter
 from .endpoint import redact
 from .errors import BusError, MissingDependency, NotSupported
 
-__all__ = ["QueueRow", "TopView", "render", "render_replicas", "run_top"]
+__all__ = ["QueueRow", "TopView", "render", "render_plain", "render_replicas", "run_top"]
 
 
 @dataclass
@@ -222,13 +224,70 @@ def render(rows: list[QueueRow], url: str | None,
     return Group(table, render_replicas(replicas)) if replicas else table
 
 
+def _num(v: float | int | None, fmt: str = ",.0f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def render_plain(rows: list[QueueRow], replicas: list[ReplicaStats] | None = None) -> str:
+    """The view as a plain text table (no terminal codes), for pipes and logs."""
+    table: list[tuple[str, ...]] = [("queue", "in/s", "out/s", "written", "lag", "groups",
+                                     "dead letters", "last error")]
+    table += [(r.topic, _num(r.in_rate, ",.1f"), _num(r.out_rate, ",.1f"), _num(r.written),
+               _num(r.lag), ",".join(r.groups) or "-", str(r.dead_letters),
+               " ".join(r.last_error.split())[:120] or "-") for r in rows]
+    text = _columns(table)
+    if replicas:
+        reps: list[tuple[str, ...]] = [("stage", "replica", "in/s", "out/s", "processed",
+                                         "failed", "last error")]
+        reps += [(b.stage, f"{b.host}:{b.pid}", f"{b.in_rate:,.1f}", f"{b.out_rate:,.1f}",
+                  f"{b.processed:,}", str(b.failed), " ".join(b.last_error.split())[:120] or "-")
+                 for b in replicas]
+        text += "\n\n" + _columns(reps)
+    return text
+
+
+def _columns(table: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns two spaces apart; the last one is not padded."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)),
+                                 row[-1]]).rstrip() for row in table)
+
+
+async def _run_plain(view: TopView, url: str | None, interval: float, once: bool,
+                     iterations: int | None, out: TextIO) -> None:
+    await view.snapshot()  # rates need two snapshots: the first is the baseline
+    done = 0
+    while iterations is None or done < iterations:
+        await asyncio.sleep(interval)
+        rows = await view.snapshot()
+        if not once:
+            out.write(f"-- {time.strftime('%Y-%m-%d %H:%M:%S')}  {redact(url or '')}\n")
+        out.write(render_plain(rows, await view.replica_rows()) + "\n")
+        out.flush()
+        done += 1
+        if once:
+            return
+        out.write("\n")
+
+
 async def run_top(url: str | None, *, group: str | None = None, interval: float = 1.0,
                   console: Any = None, iterations: int | None = None,
-                  client_options: dict[str, Any] | None = None) -> None:
+                  client_options: dict[str, Any] | None = None, plain: bool = False,
+                  once: bool = False, out: TextIO | None = None) -> None:
     """Show the live view until cancelled (or for ``iterations`` refreshes).
 
-    Raises :class:`MissingDependency` without the ``cli`` extra (rich).
+    ``plain=True`` prints a plain text table to ``out`` (stdout) every
+    ``interval`` instead (no rich needed); ``once=True`` prints one, with rates
+    over one ``interval``, and returns. Raises :class:`MissingDependency`
+    without the ``cli`` extra (rich) unless plain.
     """
+    if plain or once:
+        view = TopView(url, group, client_options)
+        try:
+            await _run_plain(view, url, interval, once, iterations, out or sys.stdout)
+        finally:
+            await view.close()
+        return
     try:
         from rich.live import Live
     except ImportError as exc:

@@ -29,7 +29,10 @@ configured (``trace.set_tracer_provider(...)``, or :func:`use` for this library
 alone), decided when a producer or consumer starts. ``Producer(..., tracing=True)``
 / ``Consumer(..., tracing=True)`` or ``MLOPS_ASYNC_TRACING=1`` turn it on
 whatever the provider (with none configured the context still passes through);
-``tracing=False`` or ``MLOPS_ASYNC_TRACING=0`` turn it off.
+``tracing=False`` or ``MLOPS_ASYNC_TRACING=0`` turn it off. Asked for with no
+provider configured (or without opentelemetry), it says so once in the log. A
+client that started untraced because no provider was configured yet picks one
+up when it appears: it looks once per batch, and traces from the next one on.
 
 When it is off, nothing here runs per message: the producer keeps its plain
 ``send`` (the traced one is chosen once, at start) and the consumer's
@@ -38,7 +41,9 @@ When it is off, nothing here runs per message: the producer keeps its plain
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
@@ -51,7 +56,9 @@ if TYPE_CHECKING:
 
     from .backends import Delivery
 
-__all__ = ["ENV", "Tracing", "resolve", "system_name", "trace_context", "use"]
+__all__ = ["ENV", "Tracing", "appeared", "resolve", "system_name", "trace_context", "use"]
+
+log = logging.getLogger("mlops_async.tracing")
 
 #: ``1``/``on``: trace whatever the provider; ``0``/``off``: never trace; unset: auto.
 ENV = "MLOPS_ASYNC_TRACING"
@@ -60,6 +67,7 @@ _ON = ("1", "on", "true", "yes")
 _OFF = ("0", "off", "false", "no")
 _provider: TracerProvider | None = None  # set by use()
 _missing = False  # opentelemetry is not installed (remembered: import once)
+_said: set[str] = set()  # what was already logged once per process
 
 Headers = tuple[tuple[str, bytes], ...]
 HeadersIn = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
@@ -95,23 +103,56 @@ def resolve(option: bool | None, scheme: str = "") -> Tracing | None:
     env = os.environ.get(ENV, "").strip().lower()
     if option is None and env in _OFF:
         return None
+    asked = "tracing=True" if option else f"{ENV}={env}" if env in _ON else ""
     if _missing:
         return None
     try:
         from opentelemetry import trace
     except ImportError:
         _missing = True
+        if asked:
+            _once("missing", f"{asked} but opentelemetry is not installed: nothing is traced "
+                             "(pip install 'mlops-async[otel]')")
         return None
     provider = _provider
     if provider is None:
         provider = trace.get_tracer_provider()
-        if option is None and env not in _ON and isinstance(
-            provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
-        ):
-            return None  # nothing configured: off
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            if not asked:
+                return None  # nothing configured: off
+            _once("no-provider", f"{asked} but no TracerProvider is configured: trace context "
+                                 "passes through the headers, but no spans are recorded until "
+                                 "one is set (opentelemetry.trace.set_tracer_provider)")
     from ._version import __version__
 
     return Tracing(provider.get_tracer("mlops_async", __version__), system_name(scheme))
+
+
+def appeared(option: bool | None, scheme: str, what: str) -> Tracing | None:
+    """For a client that started untraced in auto mode (``option`` None): a tracer
+    once a provider has been configured since, else None.
+
+    Cheap enough to call once per batch: without opentelemetry imported, or with
+    no provider configured, it is a dictionary lookup and a type check.
+    """
+    if option is not None or _missing:
+        return None
+    if _provider is None:
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is None or isinstance(trace.get_tracer_provider(),
+                                       trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return None
+    found = resolve(None, scheme)
+    if found is not None:
+        log.info("%s: a TracerProvider was configured after it started: tracing from now on "
+                 "(configure it before starting clients to trace from the first message)", what)
+    return found
+
+
+def _once(key: str, message: str) -> None:
+    if key not in _said:
+        _said.add(key)
+        log.warning("%s", message)
 
 
 class Tracing:

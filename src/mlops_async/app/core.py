@@ -36,7 +36,7 @@ from ..queues import (
 )
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
-from .ending import Ending, announce, wait_for_the_end
+from .ending import Ending, announce, refuse_a_finished_run, wait_for_the_end
 from .heartbeat import Heartbeat
 from .lag import LagWatcher
 from .outcome import Outcomes
@@ -237,16 +237,18 @@ class App:
     async def start(self) -> None:
         """Open consumers and producers and start fetching.
 
-        If opening anything fails, what was already opened is closed again.
-        A stopped app starts again from scratch.
+        If opening anything fails, what was already opened is closed again. An
+        app stopped with :meth:`stop` may be started again: it opens new clients
+        and its groups resume where they acknowledged.
         """
-        if self._started and self._stopped is not None and self._stopped.is_set():
-            self._forget_run()
         if self._started:
             return
         if not self._routes and not self._sources:
             raise ConfigurationError(f"app {self.name!r} has no handlers or sources")
+        if self._stopped is not None:
+            self._forget_run()
         self._started = True
+        self._failure = None
         self._stopped = asyncio.Event()
         try:
             await self._open()
@@ -272,6 +274,8 @@ class App:
     async def _open(self) -> None:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = self.url_override or await resolve_url(self.url)
+        if self.ending is not None and self.ending.given_id:  # before any input is read
+            await refuse_a_finished_run(self.ending, default, self.client_options)
         for name, q in self.queues.items():
             self._schemas[name] = schema_of(q, self._hinted.get(name))
         hinted = {n for n in self._hinted if self.queues.get(n) and self.queues[n].schema is None}
@@ -338,16 +342,6 @@ class App:
                                                name=f"{self.name}.end")
             self._finite.add_done_callback(self._log_crash)
 
-    def _forget_run(self) -> None:
-        """Drop the closed clients and state of a finished run, so start() opens new ones."""
-        self._started = self._stopping = False
-        self._producers, self._queue_producer, self._schemas = {}, {}, {}
-        self._dispatch = self._outcomes = self._executor = self._lag = None
-        self._failure = self._stopper = self._finite = self._heartbeat = None
-        self._signals, self._ended = 0, False
-        for route in self._routes:
-            route.consumer = route.pump = route.last_error = None
-
     def _url_of(self, queue: Queue, default: str) -> str:
         return self.url_override or url_of(queue, default) or default
 
@@ -408,8 +402,21 @@ class App:
                 outcomes.cancel()
         finally:
             assert self._stopped is not None
+            self._started = self._stopping = False  # a later start() runs it again
             self._stopped.set()
             log.info("app %s stopped", self.name)
+
+    def _forget_run(self) -> None:
+        """At a start after a stop: forget what the last run opened (and closed).
+
+        Kept until then, so what a stopped app did can still be looked at.
+        """
+        self._producers, self._queue_producer, self._schemas = {}, {}, {}
+        self._dispatch = self._outcomes = self._executor = self._lag = None
+        self._finite = self._heartbeat = self._stopper = None
+        self._signals, self._ended = 0, False
+        for route in self._routes:
+            route.consumer = route.pump = route.last_error = None
 
     async def _close_clients(self) -> None:
         if self._heartbeat is not None:

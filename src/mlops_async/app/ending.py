@@ -12,7 +12,9 @@ mistaken for data, and it is read by every replica (no consumer group), so it
 works with any number of replicas and partitions, across processes and hosts.
 Records carry the run id, so a later run with another id is not confused by an
 earlier one's ends (``pipeline.run()`` makes a fresh id; processes started with
-``mlops-async run --stage`` share ``MLOPS_RUN_ID``).
+``mlops-async run --stage`` share ``MLOPS_RUN_ID``, which they must be given). A
+stage whose every replica already ended in a run refuses to run it again
+(:func:`refuse_a_finished_run`): it would take the earlier ends for this run's.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ import msgspec
 
 from ..admin import Admin
 from ..consumer import Consumer
-from ..errors import BusError
+from ..errors import BusError, ConfigurationError
 from ..producer import Producer
 
-__all__ = ["Ending", "StageEnded"]
+__all__ = ["Ending", "StageEnded", "refuse_a_finished_run"]
 
 log = logging.getLogger("mlops_async.app")
 
@@ -56,6 +58,9 @@ class Ending:
     #: Upstream stage -> how many replicas it runs.
     upstream: dict[str, int] = field(default_factory=dict)
     poll: float = 0.2
+    #: The run id came from outside (``MLOPS_RUN_ID``), so it may name a run that
+    #: already ended: checked at start (a fresh id of ``pipeline.run()`` cannot).
+    given_id: bool = False
 
     def upstream_done(self, seen: dict[str, set[str]], announced: dict[str, int]) -> bool:
         return all(
@@ -72,6 +77,23 @@ async def announce(ending: Ending, url: str, client_options: dict[str, Any]) -> 
                                 replicas=ending.replicas))
         await p.flush(timeout=60)
     log.info("stage %s replica %s ended (run %s)", ending.stage, ending.replica, ending.run)
+
+
+async def refuse_a_finished_run(ending: Ending, url: str, client_options: dict[str, Any]) -> None:
+    """Raise :class:`ConfigurationError` if every replica of this stage already ended
+    in this run: the run id was reused, and this stage would take that run's ends
+    (its own and its upstream's) for this one's and end without reading anything."""
+    ended: set[str] = set()
+    async with Consumer(url, topic=ending.control_topic, schema=StageEnded,
+                        auto_offset_reset="earliest", **client_options) as control:
+        while notes := await control.get_messages(timeout=ending.poll * 5):
+            ended |= {n.replica for n in notes if n.run == ending.run and n.stage == ending.stage}
+    if len(ended) >= ending.replicas:
+        raise ConfigurationError(
+            f"run {ending.run!r} already ended for stage {ending.stage!r} ({len(ended)} of "
+            f"{ending.replicas} replica(s) announced their end on {ending.control_topic}): a "
+            "finished run is not run again. Start a new run with a new MLOPS_RUN_ID, the same "
+            "for every stage of it")
 
 
 async def wait_for_the_end(

@@ -66,8 +66,9 @@ class Sender:
 
     # -- life cycle -------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self._supervised(), name="mlops_async.producer.sender")
+        return self._task
 
     @property
     def running(self) -> bool:

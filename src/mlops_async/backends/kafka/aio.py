@@ -26,7 +26,6 @@ to another member: raise that option for slow handlers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -232,10 +231,16 @@ async def _bounded_stop(client: Any, timeout: float = 10.0) -> None:
         # Not ours: finish what the aborted stop() left open.
         log.debug("stopping %s: the client leaked its own CancelledError", type(client).__name__)
         for part in ("_fetcher", "_client"):
-            with contextlib.suppress(Exception):
-                inner = getattr(client, part, None)
+            inner = getattr(client, part, None)
+            try:
                 if inner is not None:
                     await _within(inner.close(), timeout)
+            except asyncio.CancelledError:
+                # The fetcher re-raises its own cancelled helpers' too (broker gone).
+                if task is None or task.cancelling() > cancels:
+                    raise
+            except Exception as exc:
+                log.debug("stopping %s.%s: %r", type(client).__name__, part, exc)
     except Exception as exc:  # closing must never raise past us
         log.debug("stopping %s: %r", type(client).__name__, exc)
 
