@@ -54,12 +54,17 @@ class StatusBoard:
         self._task = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
-        async for msg in self.consumer:
-            if msg.correlation_id:
-                self.latest[msg.correlation_id] = msg
-                self.latest.move_to_end(msg.correlation_id)
-                if len(self.latest) > self.max_jobs:
-                    self.latest.popitem(last=False)
+        # In batches: under load the reports of many jobs arrive together, and one
+        # wake-up for all of them costs less than one per report.
+        latest = self.latest
+        async for batch in self.consumer.batches(max_wait=0):
+            for msg in batch:
+                cid = msg.correlation_id
+                if cid:
+                    latest[cid] = msg
+                    latest.move_to_end(cid)
+            while len(latest) > self.max_jobs:
+                latest.popitem(last=False)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -107,7 +112,8 @@ async def create_job(req: JobRequest) -> dict[str, str]:
     await producer.send(
         MessageBuilder().with_msg_type(MessageType.START).with_creator_type("jobs-api")
         .with_correlation_id(job_id).with_next_task(Stage.TRAIN)
-        .with_additional_arguments(req.model_dump(exclude={"correlation_id"})).build(),
+        .with_additional_arguments({"dataset": req.dataset, "epochs": req.epochs,
+                                    "fail": req.fail}).build(),
         topic=JOBS_TOPIC,
     )
     task = asyncio.create_task(run_job(producer, job_id, req))

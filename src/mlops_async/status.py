@@ -185,7 +185,8 @@ class TaskStatus:
     def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
         return MLOpsMessage(
             id=new_id(), created_at=_now(), msg_type=kind, creator_type=self._creator,
-            creator=self._creator, user_message=_text(text) if text else None,
+            creator=self._creator,
+            user_message=(text if text.__class__ is str else _text(text)) if text else None,
             stage=self._stage, correlation_id=self._cid, additional_arguments=_frozen_args(args))
 
     async def _report(self, kind: MessageType, text: str | None, args: dict[str, Any],
