@@ -84,20 +84,45 @@ async def status_jobs(producer: Producer[Any], jobs: int) -> int:
     return time.thread_time_ns() - t0
 
 
-async def measure_status(n: int, runs: int) -> tuple[float, float]:
-    """Best ns per bare send and per status report, interleaved rounds."""
+async def progress_reports(producer: Producer[Any], n: int) -> int:
+    """``n`` PROGRESS reports of one task (no final confirmation in the timing)."""
+    task = producer.task("job-p", topic="bench.status", creator="jobs-api", stage=Stage.TRAIN)
+    t0 = time.thread_time_ns()
+    for i in range(n):
+        await task.progress(percent=i % 100, epoch=i)
+    await producer.flush()
+    return time.thread_time_ns() - t0
+
+
+async def confirmations(producer: Producer[Any], n: int) -> int:
+    """``n`` rounds of one send and a flush: what COMPLETE's confirmation costs a job."""
+    msg = typical_message(0)
+    t0 = time.thread_time_ns()
+    for _ in range(n):
+        await producer.send(msg)
+        await producer.flush()
+    return time.thread_time_ns() - t0
+
+
+async def measure_status(n: int, runs: int) -> dict[str, float]:
+    """Best ns per bare send, per status report and its parts, interleaved rounds."""
     url = f"memory://bench-api-{new_id()[:8]}"
     msgs = [typical_message(i) for i in range(n)]
     jobs = max(1, n // 5)
-    send_ns: list[float] = []
-    report_ns: list[float] = []
+    best: dict[str, float] = {}
+
+    def keep(name: str, ns: float) -> None:
+        best[name] = min(best.get(name, ns), ns)
+
     async with Producer(url, topic="bench.send") as producer:
-        await bare_sends(producer, msgs[:1000])  # warm up both paths
+        await bare_sends(producer, msgs[:1000])  # warm up every path
         await status_jobs(producer, 200)
         for _ in range(runs):
-            send_ns.append(await bare_sends(producer, msgs) / n)
-            report_ns.append(await status_jobs(producer, jobs) / (5 * jobs))
-    return min(send_ns), min(report_ns)
+            keep("send", await bare_sends(producer, msgs) / n)
+            keep("report", await status_jobs(producer, jobs) / (5 * jobs))
+            keep("progress", await progress_reports(producer, n) / n)
+            keep("confirm", await confirmations(producer, jobs) / jobs)
+    return best
 
 
 def measure_builder(n: int, runs: int) -> tuple[float, float, float]:
@@ -134,7 +159,8 @@ def main() -> None:
         profile(args.profile, args.n)
         return
     builder_ns, direct_ns, loop_ns = measure_builder(args.n, args.runs)
-    send_ns, report_ns = asyncio.run(measure_status(args.n, args.runs))
+    status = asyncio.run(measure_status(args.n, args.runs))
+    send_ns, report_ns = status["send"], status["report"]
     rows: list[dict[str, Any]] = [
         {"call": "builder chain + build()", "ns": builder_ns,
          "floor": "MLOpsMessage(...) direct", "floor_ns": direct_ns},
@@ -148,7 +174,12 @@ def main() -> None:
         row["row"] = name
     print(table(rows, ["call", "ns", "floor", "floor_ns", "ratio", "target", "met"]))
     print(f"(the loop and arguments dict alone: {loop_ns:.0f} ns, in both builder rows)")
-    print(f"saved {save('api', rows, {'n': args.n, 'runs': args.runs, 'loop_ns': loop_ns})}")
+    parts = {"progress_ns": status["progress"], "confirm_round_trip_ns": status["confirm"]}
+    print(f"a status report's parts: one progress() {status['progress']:,.0f} ns "
+          f"({status['progress'] / send_ns:.2f}x a bare send); COMPLETE's confirmation, "
+          f"one send + flush round trip, {status['confirm']:,.0f} ns a job")
+    extra = {"n": args.n, "runs": args.runs, "loop_ns": loop_ns, **parts}
+    print(f"saved {save('api', rows, extra)}")
 
 
 if __name__ == "__main__":

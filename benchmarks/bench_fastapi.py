@@ -216,6 +216,8 @@ def main() -> None:
                 stats = pstats.Stats(out)
                 stats.sort_stats("tottime").print_stats(30)
                 stats.sort_stats("cumulative").print_stats(40)
+                # The bus's own share: the library, the broker client, the example.
+                stats.sort_stats("cumulative").print_stats(r"mlops_async|redis|app\.py", 40)
             return
         rounds: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.rounds):
@@ -244,10 +246,12 @@ def main() -> None:
     lost = [r for runs in rounds.values() for r in runs if r["complete"] < r["answered_202"]]
     if lost:
         print(f"NOT ALL JOBS COMPLETED: {lost}")
-    extra = {"bus": args.url or args.bus, "requests": args.requests,
+    scheme = url.split(":", 1)[0].replace("+", "_")
+    extra = {"bus": scheme, "requests": args.requests,
              "concurrency": args.concurrency, "rounds": args.rounds, "ratio": ratio,
              "cpu_ratio": cpu_ratio}
-    print(f"saved {save('fastapi', rows, extra)}")
+    name = "fastapi" if scheme == "memory" else f"fastapi_{scheme}"
+    print(f"saved {save(name, rows, extra)}")
 
 
 if __name__ == "__main__":
