@@ -239,7 +239,8 @@ os.register_at_fork(after_in_child=_ids.clear)
 def _text(value: str | enum.Enum | None) -> str | None:
     """A field's text: ``value`` itself, or an enum member's value (callers test ``str`` first)."""
     if isinstance(value, enum.Enum):
-        return str(value._value_)  # _value_: the .value property costs a Python call
+        text = value._value_  # not .value: that property costs a Python call
+        return text if text.__class__ is str else str(text)
     if value is None or isinstance(value, str):
         return value
     raise InvalidMessage(f"expected a string, got {type(value).__name__}")
