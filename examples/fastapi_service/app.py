@@ -54,17 +54,12 @@ class StatusBoard:
         self._task = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
-        # In batches: under load the reports of many jobs arrive together, and one
-        # wake-up (one broker read) for all of them costs less than one per report.
-        latest = self.latest
-        async for batch in self.consumer.batches(max_wait=0):
-            for msg in batch:
-                cid = msg.correlation_id
-                if cid:
-                    latest[cid] = msg
-                    latest.move_to_end(cid)
-            while len(latest) > self.max_jobs:
-                latest.popitem(last=False)
+        async for msg in self.consumer:
+            if msg.correlation_id:
+                self.latest[msg.correlation_id] = msg
+                self.latest.move_to_end(msg.correlation_id)
+                if len(self.latest) > self.max_jobs:
+                    self.latest.popitem(last=False)
 
     async def close(self) -> None:
         if self._task is not None:
