@@ -160,7 +160,7 @@ class TaskStatus:
 
     @correlation_id.setter
     def correlation_id(self, value: str) -> None:
-        self._cid = _text(value)
+        self._cid = value if value.__class__ is str else _text(value)
         self._key = (self._cid or "").encode()
         self._correlation_id = value
 
@@ -170,7 +170,7 @@ class TaskStatus:
 
     @creator.setter
     def creator(self, value: str | None) -> None:
-        self._creator = _text(value) if value else None
+        self._creator = (value if value.__class__ is str else _text(value)) if value else None
         self._creator_given = value
 
     @property
@@ -179,7 +179,7 @@ class TaskStatus:
 
     @stage.setter
     def stage(self, value: str | None) -> None:
-        self._stage = _text(value) if value else None
+        self._stage = (value if value.__class__ is str else _text(value)) if value else None
         self._stage_given = value
 
     def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
