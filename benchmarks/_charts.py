@@ -28,11 +28,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # What a bar measures, in order of preference, and whether more is better.
 MEASURES = [("msg_per_s", "messages per second", True),
             ("round_trip_ns", "ns per round trip (lower is better)", False),
-            ("encode_ns", "ns per encode (lower is better)", False)]
+            ("encode_ns", "ns per encode (lower is better)", False),
+            ("makespan_s", "makespan, seconds (lower is better)", False)]
 # Label parts, in order; the first ratio column found is printed after the value.
 LABELS = ["backend", "system", "path", "codec", "case", "shape", "replicas"]
 RATIOS = ["vs_mlops_async", "x_codec_round_trip", "x_raw", "engine_vs_bare", "speedup",
-          "encode_x_slower", "encode_x_array"]
+          "encode_x_slower", "encode_x_array", "x_ideal", "x_default"]
 COLOURS = {"mlops_async": "#1f6feb", "FastStream": "#d97706", "raw client": "#6b7280"}
 DEFAULT = "#1f6feb"
 
@@ -44,7 +45,7 @@ def _fmt(v: float) -> str:
         return f"{v / 1e3:.0f}k"
     if v >= 1e3:
         return f"{v / 1e3:.1f}k"
-    return f"{v:.0f}"
+    return f"{v:.0f}" if v >= 10 else f"{v:.2f}"
 
 
 def _label(row: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ One Producer/Consumer API over an in-memory bus, Kafka and Redis::
 
 from __future__ import annotations
 
+from ._version import __version__
 from .admin import Admin
 from .app import App, AppFailed, OutputError, replay_dead_letters
 from .backends import Backend, Delivery, Record, Subscription, register_backend
@@ -41,8 +42,6 @@ from .pipeline import Pipeline
 from .producer import Producer
 from .queues import AppConfig, Queue, load_config
 from .signals import Ack, Reject, Retry
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Ack",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -13,7 +14,16 @@ from .endpoint import ENV_VAR, resolve_url, seed_url
 
 log = logging.getLogger("mlops_async")
 
-__all__ = ["Backoff", "Outage", "open_backend", "where_to"]
+__all__ = ["Backoff", "Outage", "open_backend", "topic_names", "where_to"]
+
+
+def topic_names(topic: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``topic=`` as clients take it (one name, several, or none) as a tuple."""
+    if topic is None:
+        return ()
+    if isinstance(topic, str):
+        return (topic,)
+    return tuple(topic)
 
 
 def where_to(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ._client import AsyncResource, open_backend, where_to
@@ -65,6 +66,10 @@ class Admin(AsyncResource):
     async def list_topics(self) -> list[TopicInfo]:
         """Every topic the broker knows (internal ones excluded)."""
         return await (await self._ready()).list_topics()
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """How many partitions each of ``topics`` has; topics that do not exist are left out."""
+        return await (await self._ready()).partition_counts(topics)
 
     async def create_topic(
         self,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from . import __version__
+from ._version import __version__
 from .deadletter import DeadLetter
 from .endpoint import ENV_VAR, split_url
 from .errors import ConfigurationError

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .admin import Admin
 from .demo import DemoResult, run_demo
 from .endpoint import ENV_VAR, redact
@@ -191,6 +191,7 @@ def _deploy(args: argparse.Namespace) -> int:
         import_object(args.target), args.target, image=args.image, namespace=args.namespace,
         url=args.url, url_secret=args.url_secret, params=params, env=env,
         metrics_port=args.metrics_port or None,
+        warn=lambda m: print(f"mlops-async: warning: {m}", file=sys.stderr),
     )
     if args.out == "-":
         sys.stdout.write(render_manifests(docs))
@@ -296,6 +297,14 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
     rp.add_argument("--limit", type=int, default=None, help="replay at most this many")
     _client_options(rp)
+    u = _command(sub, "ui", "live web page of a pipeline: graph, rates, replicas, dead letters")
+    u.add_argument("targets", nargs="*", metavar="module:pipeline",
+                   help="Pipelines or Apps that draw the graph (default: from heartbeats)")
+    u.add_argument("--url", default=None, help="bus URL (default: MLOPS_BUS_URL)")
+    u.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    u.add_argument("--demo", action="store_true", help="show a demo pipeline run in memory")
+    _client_options(u)
     return p
 
 
@@ -360,6 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _deploy(args)
         if args.command == "docs":
             return _docs(args)
+        if args.command == "ui":
+            from .ui.command import run_ui_command
+
+            return run_ui_command(None if args.demo else _bus(args), args.targets,
+                                  host=args.host, port=args.port, demo=args.demo,
+                                  client_options=_options(args))
         if args.command == "top":
             from .top import run_top
 

@@ -27,11 +27,11 @@ from typing import Any, Generic, Literal
 from msgspec.structs import force_setattr
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Backoff, Outage, open_backend, topic_names, where_to
 from .backends import Backend, Delivery, Subscription
 from .backends.base import OffsetReset
 from .codec import DEFAULT_MAX_SIZE, MSGPACK_V1, Codec
-from .deadletter import dead_letter_record
+from .deadletter import dead_letter_record, letter_size_limit
 from .errors import (
     AuthenticationError,
     BusClosed,
@@ -43,7 +43,6 @@ from .errors import (
     TooManyDeliveries,
 )
 from .message import MLOpsMessage
-from .producer import _topics
 from .tracing import Tracing, resolve, trace_context
 
 __all__ = ["Consumer"]
@@ -76,7 +75,7 @@ class Consumer(AsyncResource, Generic[M]):
         auto_offset_reset: OffsetReset = "latest",
         orchestrator_endpoint: str | None = None,
         schema: type[M] = _DEFAULT_SCHEMA,
-        max_message_size: int = DEFAULT_MAX_SIZE,
+        max_message_size: int | None = None,
         prefetch: int = 1000,
         poll_timeout: float = 1.0,
         commit: Literal["auto", "manual"] = "auto",
@@ -105,9 +104,11 @@ class Consumer(AsyncResource, Generic[M]):
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
-        self._topics: list[str] = list(dict.fromkeys(_topics(topic)))
+        self._topics: list[str] = list(dict.fromkeys(topic_names(topic)))
         self.group = group
         self._reset: OffsetReset = auto_offset_reset
+        if max_message_size is None:
+            max_message_size = letter_size_limit(schema) or DEFAULT_MAX_SIZE
         self._codec: Codec[M] = Codec(schema, max_size=max_message_size)
         # A consumer's codec limit never changes after this (a Producer's may: see start).
         self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
@@ -263,7 +264,7 @@ class Consumer(AsyncResource, Generic[M]):
 
     async def subscribe(self, topic: str | Sequence[str]) -> None:
         """Add one topic or a list of topics to the subscription."""
-        added = [t for t in _topics(topic) if t not in self._topics]
+        added = [t for t in topic_names(topic) if t not in self._topics]
         if not added:
             return
         self._topics.extend(added)

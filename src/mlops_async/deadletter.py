@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import msgspec
 
 from .backends import Delivery, Record
 
-__all__ = ["DeadLetter", "dead_letter_record", "make_dead_letter"]
+__all__ = ["DeadLetter", "dead_letter_record", "letter_size_limit", "make_dead_letter"]
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -39,6 +40,18 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 _ENCODE = msgspec.msgpack.Encoder().encode
+_NO_LIMIT = sys.maxsize
+
+
+def letter_size_limit(schema: object) -> int | None:
+    """The default size limit of a reader of ``schema``: none for dead letters, else None.
+
+    A record goes to the dead letters for being over a reader's limit, so its
+    letter is over that limit too; a dead-letter reader takes every letter the
+    broker holds (the broker already bounded its size), or it would send the
+    letter on to ``<topic>.dlq.dlq``. ``max_message_size=`` still sets a limit.
+    """
+    return _NO_LIMIT if isinstance(schema, type) and issubclass(schema, DeadLetter) else None
 
 
 def make_dead_letter(

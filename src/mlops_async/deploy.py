@@ -15,6 +15,10 @@ One workload per stage, each pod running ``mlops-async run module:pipeline --sta
 - ``/metrics`` on ``metrics_port`` with liveness (``/healthz``) and readiness
   (``/readyz``) probes and the usual Prometheus scrape annotations.
 
+A stage whose replicas exceed its Kafka input topic's partitions gets a warning
+(the extra replicas would idle); offline, the count is the one the queue
+declares (``options: {partitions: N}``), see :mod:`.sizing`.
+
 Nothing here connects to a broker or imports a driver.
 """
 
@@ -22,10 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import math
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,8 @@ from .endpoint import redact
 from .errors import ConfigurationError
 
 __all__ = ["k8s_manifests", "render_manifests", "write_manifests"]
+
+log = logging.getLogger("mlops_async.deploy")
 
 _MANAGED_BY = "mlops-async"
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
@@ -171,6 +178,7 @@ def k8s_manifests(
     metrics_port: int | None = 9100,
     grace_margin: float = 10.0,
     run_id: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Kubernetes objects (dicts) that run ``target``, a Pipeline or an App.
 
@@ -181,7 +189,9 @@ def k8s_manifests(
     are stage parameters, ``{stage: {name: value}}``, on top of the pipeline's
     config; ``env`` adds variables to every pod (e.g. ``MLOPS_REDIS_URL`` for
     queues of another type). ``metrics_port=None`` leaves out /metrics and the
-    probes.
+    probes. ``warn`` receives a message for each stage whose replicas exceed (or,
+    its count being unknown, may exceed) its Kafka input topic's partitions
+    (default: a WARNING on the ``mlops_async.deploy`` logger).
 
     Raises :class:`ConfigurationError` for a target that is neither, a missing or
     in-memory bus URL, a password in a plain URL, an unknown stage or parameter,
@@ -209,6 +219,11 @@ def k8s_manifests(
         secret, _, key = url_secret.partition(":")
         bus_env = {"name": "MLOPS_BUS_URL",
                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key or "url"}}}
+    if not isinstance(target, App):
+        from .sizing import replica_warnings, stage_inputs
+
+        for message in replica_warnings(stage_inputs(target, bus)):
+            (warn or _log_warning)(message)
     extra = dict(env or {})
     for k in extra:
         if not _ENV_NAME.fullmatch(k):
@@ -244,6 +259,10 @@ def k8s_manifests(
                                   "selector": {"matchLabels": selector},
                                   "template": pod}})
     return docs
+
+
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
 
 
 def render_manifests(docs: Sequence[dict[str, Any]]) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
 import logging
 import threading
@@ -30,7 +31,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from .errors import MissingDependency
 
-__all__ = ["Check", "Metrics", "MetricsServer", "serve_metrics"]
+__all__ = ["Check", "Metrics", "MetricsServer", "redis_round_trips", "serve_metrics"]
 
 log = logging.getLogger("mlops_async.metrics")
 
@@ -43,6 +44,25 @@ def _prometheus() -> Any:
             "metrics need the 'metrics' extra: pip install 'mlops-async[metrics]'"
         ) from exc
     return prometheus_client
+
+
+@functools.cache
+def redis_round_trips() -> Any:
+    """The Redis connector's ``redis_process_time_seconds{operation}`` summary, or None.
+
+    It lives in prometheus_client's default registry, which ``--metrics-port`` serves
+    next to the app's; None when the metrics extra is not installed.
+    """
+    try:
+        import prometheus_client
+    except ImportError:
+        return None
+    try:
+        return prometheus_client.Summary(
+            "redis_process_time_seconds", "Seconds per Redis round trip of the connector",
+            ["operation"])
+    except ValueError:  # registered by an earlier import of this module (a reload)
+        return prometheus_client.REGISTRY._names_to_collectors.get("redis_process_time_seconds")
 
 
 class Metrics:

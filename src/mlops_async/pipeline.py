@@ -45,6 +45,7 @@ from .app.core import ErrorHook
 from .app.ending import Ending
 from .errors import ConfigurationError
 from .queues import Queue
+from .sizing import check_pipeline
 
 __all__ = ["Pipeline", "Stage"]
 
@@ -231,6 +232,9 @@ class Pipeline:
         stage failed.
         """
         names = list(stages or self.stages)
+        for n in names:
+            self._stage(n)
+        await check_pipeline(self, names)  # warns of replicas that Kafka would leave idle
         run_id = uuid.uuid4().hex
         apps = []
         for n in names:

@@ -26,16 +26,14 @@ the broker is up, the spool is not touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from ._client import AsyncResource, Backoff, Outage, open_backend, where_to
+from ._client import AsyncResource, Outage, open_backend, topic_names, where_to
 from .backends import Backend, Record
 from .codec import DEFAULT_MAX_SIZE, Codec, Format
 from .errors import (
@@ -44,12 +42,10 @@ from .errors import (
     BusError,
     BusUnavailable,
     ConfigurationError,
-    MessageTooLarge,
-    PublishError,
     SendTimeout,
 )
 from .message import MLOpsMessage
-from .spool import Spool
+from .outbox import Batching, RecordBuffer, Sender, SequenceLedger, SpoolPath
 from .status import TaskStatus, Webhook, task_status
 from .tracing import Tracing, resolve
 
@@ -63,6 +59,12 @@ _DEFAULT_SCHEMA: Any = MLOpsMessage  # typed Any so that Producer() infers M = M
 HeadersIn = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] | None
 
 
+class _SpanHeaders(tuple[tuple[str, bytes], ...]):
+    """Headers that already carry this send's trace span (a traced send's second pass)."""
+
+    __slots__ = ()
+
+
 def _headers(headers: HeadersIn) -> tuple[tuple[str, bytes], ...] | None:
     if not headers:
         return None
@@ -70,12 +72,14 @@ def _headers(headers: HeadersIn) -> tuple[tuple[str, bytes], ...] | None:
     return tuple((k, v.encode() if isinstance(v, str) else bytes(v)) for k, v in items)
 
 
-def _topics(topic: str | Sequence[str] | None) -> tuple[str, ...]:
-    if topic is None:
-        return ()
-    if isinstance(topic, str):
-        return (topic,)
-    return tuple(topic)
+def _records(value: bytes, topics: Sequence[str], key: str | bytes | None,
+             headers: HeadersIn) -> list[Record]:
+    """One encoded message as a record per topic, with the key and headers as bytes."""
+    if not topics:
+        raise ValueError("no topic: pass topic= to send() or to the Producer")
+    k = key.encode() if isinstance(key, str) else key
+    h = _headers(headers) if headers else None
+    return [Record(t, value, k, h) for t in topics]
 
 
 class Producer(AsyncResource, Generic[M]):
@@ -85,6 +89,13 @@ class Producer(AsyncResource, Generic[M]):
     ``redis://host:6379/0``); the seed's ``orchestrator``/``orchestrator_endpoint``
     spelling works too. Keyword arguments the library does not know are handed
     to the broker client (e.g. ``acks``, ``compression_type``).
+
+    The work is done by parts with one job each (:mod:`mlops_async.outbox`): a
+    bounded :class:`~mlops_async.outbox.RecordBuffer`, a
+    :class:`~mlops_async.outbox.SequenceLedger` of what was accepted and settled,
+    the :class:`~mlops_async.outbox.Sender` task and, with ``spool=``, a
+    :class:`~mlops_async.outbox.SpoolPath`. ``send`` inlines the buffer's
+    capacity rule and the codec's fast path: the one hot path of this class.
     """
 
     def __init__(
@@ -128,66 +139,50 @@ class Producer(AsyncResource, Generic[M]):
         self._orchestrator = orchestrator
         self._endpoint = orchestrator_endpoint
         self._client_options = client_options
-        self._topics = _topics(topic)
+        self._topics = topic_names(topic)
         self._codec: Codec[M] = Codec(schema, format=format, max_size=max_message_size)
         self._max_size = self._codec.max_size  # the codec's, for all encode paths (see start)
         self._encode_into, marker = self._codec.fast_encode_path()
         self._scratch = bytearray(marker)  # this producer's alone: see Codec.fast_encode_path
         self._batch_size = batch_size
-        self._batch_bytes = batch_bytes
-        self._linger = linger
-        self._max_in_flight = max(1, max_in_flight)
-        # Batches handed to the broker client and not yet confirmed, oldest first.
-        self._pipeline: deque[tuple[list[Record], int, asyncio.Future[None] | None]] = deque()
-        self._max_count = buffer_size
-        self._max_bytes = buffer_bytes
+        self._batching = Batching(batch_size, batch_bytes, linger, max_in_flight)
+        self._buffer = RecordBuffer(buffer_size, buffer_bytes)
+        self._ledger = SequenceLedger()
+        self._spool = None if spool is None else SpoolPath(spool, spool_max_bytes, self._ledger)
         self._send_timeout = send_timeout
         self._flush_timeout = flush_timeout
         self._close_timeout = close_timeout
-        self._spool = None if spool is None else Spool(spool, max_bytes=spool_max_bytes)
-        # True while records go to the spool instead of the broker (outage, or
-        # the spool still holds older records that must go first).
-        self._spooling = False
-        self._spool_room: asyncio.Event | None = None
-        self._spool_blocked: type[BaseException] | None = None
         self.strict = strict
         self._backend = backend
         self._tracing = tracing  # None: on when OpenTelemetry is configured (mlops_async.tracing)
         self._trace: Tracing | None = None
-
-        self._buf: list[Record] = []
-        self._count = 0  # records buffered or in flight
-        self._bytes = 0
-        self._queued = 0  # sequence number of the last record queued
-        self._settled = 0  # records confirmed or refused, in queue order
-        self._failures: list[tuple[int, int, BaseException]] = []  # (first seq, last seq, error)
-        # Sequence ranges that never reached the spool (a failed disk write), oldest
-        # first: the sender settles them as refused when delivery gets there.
-        self._holes: deque[tuple[int, int, BaseException]] = deque()
-        # (last sequence, first sequence, future), in registration order.
-        self._flush_waiters: deque[tuple[int, int, asyncio.Future[None]]] = deque()
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._listeners: list[Callable[[int], None]] = []
-        # Set while the sender waits for work; cleared by whoever wakes it, so a send
-        # looks at one attribute, not at a future, per message. _woken: woken, not run yet.
-        self._wakeup: asyncio.Future[None] | None = None
-        self._woken = False
-        self._sender: asyncio.Task[None] | None = None
-        self._connected = False
+        self._sender: Sender | None = None  # set once started
         self._closing = False
         self._closed = False
         self._released: asyncio.Future[None] | None = None  # set once close() released all
         self._start_lock = asyncio.Lock()
         self._outage = Outage("producer")
-        self._auth_failed = False
-        self.sent = 0
-        self.failed = 0
 
     # -- life cycle ---------------------------------------------------------
 
     @property
     def backend(self) -> Backend | None:
         return self._backend
+
+    @property
+    def ledger(self) -> SequenceLedger:
+        """Where every accepted record stands (numbered in the order accepted)."""
+        return self._ledger
+
+    @property
+    def sent(self) -> int:
+        """Records the broker confirmed."""
+        return 0 if self._sender is None else self._sender.sent
+
+    @property
+    def failed(self) -> int:
+        """Records the broker refused for good (or that never reached the spool)."""
+        return self._ledger.failed
 
     async def start(self) -> None:
         """Connect to the broker. Lenient mode tolerates an absent broker (sends queue up)."""
@@ -200,43 +195,40 @@ class Producer(AsyncResource, Generic[M]):
                 self._backend = await open_backend(
                     self._url, self._orchestrator, self._endpoint, self._client_options
                 )
-            self._trace = resolve(self._tracing, self._backend.scheme)
-            if self._trace is not None:
-                # Chosen once here: an untraced producer's send stays exactly as it is.
-                self.send = self._traced_send  # type: ignore[method-assign]
-                self.send_many = self._traced_send_many  # type: ignore[method-assign]
-            limit = self._backend.max_record_size
+            backend = self._backend
+            self._trace = resolve(self._tracing, backend.scheme)
+            limit = backend.max_record_size
             if limit is not None and limit < self._codec.max_size:
                 self._codec.max_size = limit
             self._max_size = self._codec.max_size
+            sender = Sender(backend, self._buffer, self._ledger, self._outage, self._batching,
+                            strict=self.strict, spool=self._spool)
             if self._spool is not None:
-                await self._spool.open()
-                self._spool_room = asyncio.Event()
                 # Records an earlier producer left go out first, in order, and count as
-                # queued here: flush() and close() wait for them like for our own.
-                self._spooling = self._spool.rows > 0
-                self._queued += self._spool.rows
+                # accepted here: flush() and close() wait for them like for our own.
+                left = await self._spool.open()
+                self._ledger.take(left)
+                sender.spooling = left > 0
             try:
-                await self._backend.connect()
-                self._connected = True
+                await sender.connect()
             except AuthenticationError as exc:
                 if self.strict:
-                    await self._backend.close()
+                    await backend.close()
                     raise
                 # Not an outage: retrying with the same credentials cannot help. Sends
                 # are accepted and refused by the broker (flush() raises PublishError).
-                self._refuse(0, exc, [])
+                sender.refuse(0, exc, [])
             except BusUnavailable as exc:
                 if self.strict:
-                    await self._backend.close()
+                    await backend.close()
                     raise
                 detail = "messages will queue"
                 if self._spool is not None:
-                    self._spooling = True
+                    sender.spooling = True
                     detail = f"messages go to the spool {str(self._spool.directory)!r}"
                 self._outage.down(exc, asyncio.get_running_loop().time(), detail)
-            self._sender = asyncio.create_task(self._supervised(),
-                                               name="mlops_async.producer.sender")
+            sender.start()
+            self._sender = sender
 
     async def close(self) -> None:
         """Deliver what is queued, then release everything; safe to call twice.
@@ -254,15 +246,15 @@ class Producer(AsyncResource, Generic[M]):
             return
         self._released = asyncio.get_running_loop().create_future()
         self._closing = True
-        sender = self._sender
+        sender, ledger = self._sender, self._ledger
         try:
-            if sender is not None and not sender.done() and self._settled < self._queued:
+            if sender is not None and sender.running and ledger.settled < ledger.queued:
                 wait = self._close_timeout
                 if self._outage.active:  # no point waiting long for a broker that is away
                     wait = min(wait, self._flush_timeout)
                 try:
                     async with asyncio.timeout(wait):
-                        await self._wait_settled(self._queued)
+                        await ledger.wait_settled(ledger.queued)
                 except (TimeoutError, BusError) as exc:
                     log.warning("producer close: could not deliver everything: %r", exc)
         finally:
@@ -289,34 +281,14 @@ class Producer(AsyncResource, Generic[M]):
             # Retrieved here: the close() that ran it raises it, unless it was cancelled.
             log.debug("producer close: %r", cleanup.exception())
 
-    async def _release(self, sender: asyncio.Task[None] | None) -> None:
-        if sender is not None:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-        pending = [c for _, _, c in self._pipeline if c is not None and not c.done()]
-        for confirm in pending:
-            confirm.cancel()
-        if pending:
-            # wait() collects their outcome without raising it.
-            await asyncio.wait(pending)
-        for _, _, c in self._pipeline:
-            if c is not None and c.done() and not c.cancelled():
-                c.exception()  # retrieved: their records are counted below
-        unsent = [r for batch, _, _ in self._pipeline for r in batch] + self._buf
-        self._pipeline.clear()
-        self._buf = []
-        if unsent and self._spool is not None:
-            try:
-                # Already accepted: they go in whatever the spool's size bound says.
-                await self._spool.append([(0, r) for r in unsent], force=True)
-                log.warning("producer closed with %d message(s) undelivered: kept in the spool "
-                            "%s for the next producer", len(unsent), str(self._spool.directory))
-                unsent = []
-            except Exception as exc:
-                log.error("producer close: cannot write to the spool: %r", exc)
+    async def _release(self, sender: Sender | None) -> None:
+        unsent = [] if sender is None else await sender.stop()
+        if unsent and self._spool is not None and await self._spool.keep(unsent):
+            unsent = []
         if unsent:
             log.error("producer closed with %d message(s) undelivered", len(unsent))
-        self._fail_waiters(BusClosed("producer closed"))
+        self._ledger.fail_waiters(BusClosed("producer closed"))
+        self._buffer.wake_all()  # senders waiting for room see the closed state
         if self._spool is not None:
             await self._spool.close()
         if self._backend is not None:
@@ -341,19 +313,22 @@ class Producer(AsyncResource, Generic[M]):
         :class:`BusUnavailable` in strict mode during an outage, and
         :class:`BusClosed` after close.
         """
-        if self._sender is None or self._closing:
-            await self._ensure_open()
-            if self._trace is not None:  # started just now, traced: send() is now that
-                return await self._traced_send(msg, topic=topic, key=key, headers=headers,
-                                               flush=flush)
-        if self._woken and len(self._buf) >= self._batch_size:
+        sender = self._sender
+        if sender is None or self._closing:
+            sender = await self._ensure_open()
+        if self._trace is not None and headers.__class__ is not _SpanHeaders:
+            # The span wraps this whole call, which runs again with its headers.
+            topics = self._topics if topic is None else topic_names(topic)
+            with self._trace.publishing(topics or ("",), headers, msg) as traced:
+                return await self.send(msg, topic=topic, key=key, headers=_SpanHeaders(traced),
+                                       flush=flush)
+        buffer = self._buffer
+        if sender.woken and len(buffer.records) >= self._batch_size:
             # The sender is ready to cut a full batch, but runs only when this task
-            # yields: let it, so a fast producer's records leave while they are still in
-            # cache (refilling the whole buffer before each yield cost ~140 ns a message
-            # in cache misses, on a backend that confirms at once). Before this message
-            # is queued: a send cancelled here sent nothing.
+            # yields: let it, so a fast producer's records leave while still in cache.
+            # Before this message is queued: a send cancelled here sent nothing.
             await asyncio.sleep(0)
-        # _encoded() inlined: no Python call per message here.
+        # Codec.encode's fast path, inlined: no Python call per message here.
         try:
             self._encode_into(msg, self._scratch, 1)
             value = bytes(self._scratch)
@@ -363,49 +338,116 @@ class Producer(AsyncResource, Generic[M]):
             value = self._codec.encode(msg)  # raises MessageTooLarge
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        if self._spooling:
-            await self._send_to_spool(value, topic, key, headers)
+        if sender.spooling:
+            await self._to_spool(value, topic, key, headers)
         elif key is None and headers is None and (
             (topic is None and len(self._topics) == 1) or topic.__class__ is str
         ):
-            # The common case, kept short: one topic (the producer's or a name), no key,
-            # no headers.
+            # The common case, kept short: one topic, no key, no headers; the buffer's
+            # capacity rule (RecordBuffer.full_for) and admit() are inlined here.
             size = len(value)
-            count = self._count
+            count = buffer.count
             if (
                 count
-                and (count >= self._max_count or self._bytes + size > self._max_bytes)
+                and (count >= buffer.max_count or buffer.bytes + size > buffer.max_bytes)
                 and await self._wait_for_room(1, size)
             ):
-                await self._send_to_spool(value, topic, key, headers)  # went away meanwhile
+                await self._to_spool(value, topic, key, headers)  # went away meanwhile
             else:
-                self._buf.append(Record(self._topics[0] if topic is None else topic, value))
-                self._count += 1
-                self._bytes += size
-                self._queued += 1
+                buffer.records.append(Record(self._topics[0] if topic is None else topic, value))
+                buffer.count += 1
+                buffer.bytes += size
+                self._ledger.queued += 1
         else:
-            topics = self._topics if topic is None else _topics(topic)
-            if not topics:
-                raise ValueError("no topic: pass topic= to send() or to the Producer")
-            k = key.encode() if isinstance(key, str) else key
-            h = _headers(headers) if headers else None
-            n = len(topics)
-            size = len(value) * n
-            if (
-                self._count
-                and (self._count + n > self._max_count or self._bytes + size > self._max_bytes)
-                and await self._wait_for_room(n, size)
-            ):
-                await self._send_to_spool(value, topic, key, headers)  # went away meanwhile
+            records = _records(value, self._topics if topic is None else topic_names(topic),
+                               key, headers)
+            size = len(value) * len(records)
+            if buffer.full_for(len(records), size) and await self._wait_for_room(
+                    len(records), size):
+                await self._to_spool(value, topic, key, headers)  # went away meanwhile
             else:
-                buf = self._buf
-                for t in topics:
-                    buf.append(Record(t, value, k, h))
-                self._count += n
-                self._bytes += size
-                self._queued += n
-        if self._wakeup is not None:  # set only while the sender waits: once per wake-up
-            self._wake_sender()
+                buffer.admit(records, size)
+                self._ledger.take(len(records))
+        if sender.waiting is not None:  # set only while the sender waits: once per wake-up
+            sender.wake()
+        if flush:
+            await self.flush()
+
+    def send_nowait(self, msg: M, topic: str, key: bytes | None = None) -> bool:
+        """Queue ``msg`` for ``topic`` now if that needs no wait; False if it was not queued.
+
+        For code that queues many messages without a coroutine each (the
+        engine's output loop, a synchronous callback): True when the message is
+        in the buffer, as after ``send``; False when ``send`` must be awaited
+        instead (not started, buffer full, an outage, the spool, tracing on).
+        Raises what ``send`` raises for a bad message (:class:`EncodeError`,
+        :class:`MessageTooLarge`).
+        """
+        sender = self._sender
+        if (sender is None or self._closing or sender.spooling
+                or self._trace is not None or (self.strict and self._outage.active)):
+            return False
+        value = self._encoded(msg)
+        size = len(value)
+        if self._buffer.full_for(1, size):
+            return False
+        self._buffer.admit([Record(topic, value, key)], size)
+        self._ledger.queued += 1
+        if sender.waiting is not None:
+            sender.wake()
+        return True
+
+    async def send_many(
+        self,
+        msgs: Iterable[M],
+        *,
+        topic: str | Sequence[str] | None = None,
+        key: str | bytes | None = None,
+        headers: HeadersIn = None,
+        flush: bool = False,
+    ) -> None:
+        """Queue several messages in one pass; same rules and errors as :meth:`send`.
+
+        Every message is encoded first (a bad one raises before any is queued),
+        then they enter the buffer in chunks of up to ``batch_size`` with one
+        wake-up of the sender per chunk, waiting for room as ``send`` does.
+        """
+        sender = self._sender
+        if sender is None or self._closing:
+            sender = await self._ensure_open()
+        if self._trace is not None and headers.__class__ is not _SpanHeaders:
+            msgs = list(msgs)
+            topics = self._topics if topic is None else topic_names(topic)
+            with self._trace.publishing(topics or ("",), headers, count=len(msgs)) as traced:
+                return await self.send_many(msgs, topic=topic, key=key,
+                                            headers=_SpanHeaders(traced), flush=flush)
+        values = self._encoded_all(msgs)
+        if self.strict and self._outage.active:
+            raise BusUnavailable("broker unavailable (strict mode)")
+        topics = self._topics if topic is None else topic_names(topic)
+        if not topics:
+            raise ValueError("no topic: pass topic= to send_many() or to the Producer")
+        k = key.encode() if isinstance(key, str) else key
+        h = _headers(headers) if headers else None
+        buffer = self._buffer
+        step = max(1, self._batch_size // len(topics))
+        for i in range(0, len(values), step):
+            chunk = values[i:i + step]
+            n = len(chunk) * len(topics)
+            size = sum([len(v) for v in chunk]) * len(topics)
+            if sender.spooling or (
+                    buffer.full_for(n, size) and await self._wait_for_room(n, size)):
+                for value in chunk:  # an outage, now or meanwhile: each goes to disk
+                    await self._to_spool(value, topic, key, headers)
+                continue
+            if len(topics) == 1:
+                t = topics[0]
+                buffer.admit([Record(t, v, k, h) for v in chunk], size)
+            else:
+                buffer.admit([Record(t, v, k, h) for v in chunk for t in topics], size)
+            self._ledger.take(n)
+            if sender.waiting is not None:
+                sender.wake()
         if flush:
             await self.flush()
 
@@ -436,151 +478,14 @@ class Producer(AsyncResource, Generic[M]):
             return self._codec.encode(msg)
         return value
 
-    def try_send(self, msg: M, topic: str, key: bytes | None = None) -> bool:
-        """Queue ``msg`` for ``topic`` now if that needs no wait; False if it was not queued.
-
-        For loops that queue many messages without a coroutine each (the
-        engine): True when the message is in the buffer, as after ``send``;
-        False when ``send`` must be awaited instead (not started, buffer full,
-        an outage, the spool, tracing on). Raises what ``send`` raises for a
-        bad message (:class:`EncodeError`, :class:`MessageTooLarge`).
-        """
-        if (self._sender is None or self._closing or self._spooling
-                or self._trace is not None or (self.strict and self._outage.active)):
-            return False
-        value = self._encoded(msg)
-        size = len(value)
-        count = self._count
-        if count and (count >= self._max_count or self._bytes + size > self._max_bytes):
-            return False
-        self._buf.append(Record(topic, value, key))
-        self._count = count + 1
-        self._bytes += size
-        self._queued += 1
-        if self._wakeup is not None:  # set only while the sender waits: once per wake-up
-            self._wake_sender()
-        return True
-
-    async def _send_to_spool(self, value: bytes, topic: str | Sequence[str] | None,
-                             key: str | bytes | None, headers: HeadersIn) -> None:
+    async def _to_spool(self, value: bytes, topic: str | Sequence[str] | None,
+                        key: str | bytes | None, headers: HeadersIn) -> None:
         """Accept a message during an outage: on disk in the spool before this returns."""
-        spool = self._spool
-        assert spool is not None and self._spool_room is not None
-        topics = self._topics if topic is None else _topics(topic)
-        if not topics:
-            raise ValueError("no topic: pass topic= to send() or to the Producer")
-        k = key.encode() if isinstance(key, str) else key
-        h = _headers(headers) if headers else None
-        records = [Record(t, value, k, h) for t in topics]
-        size = len(value) * len(records)
-        loop = asyncio.get_running_loop()
-        deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
-        while not spool.room(size):
-            if self._closing:
-                raise BusClosed("producer is closed")
-            self._spool_room.clear()
-            try:
-                async with asyncio.timeout(None if deadline is None
-                                           else max(0.0, deadline - loop.time())):
-                    await self._spool_room.wait()
-            except TimeoutError:
-                raise SendTimeout(
-                    f"spool full ({spool.bytes} of {spool.max_bytes} bytes) for "
-                    f"{self._send_timeout}s"
-                ) from None
-        # Sequence numbers are taken with no await before append() queues the
-        # records, so concurrent sends keep their order in the spool.
-        first = self._queued + 1
-        self._queued += len(records)
-        try:
-            await spool.append([(first + i, r) for i, r in enumerate(records)])
-        except Exception as exc:  # not accepted: say so here, settle the gap in the sender
-            err = BusError(f"cannot write to the spool {str(spool.directory)!r}: {exc!r}")
-            self._holes.append((first, first + len(records) - 1, err))
-            if self._wakeup is not None:
-                self._wake_sender()
-            raise err from exc
-        if self._wakeup is not None:  # a sender parked on an empty spool delivers this now
-            self._wake_sender()
-
-    async def send_many(
-        self,
-        msgs: Iterable[M],
-        *,
-        topic: str | Sequence[str] | None = None,
-        key: str | bytes | None = None,
-        headers: HeadersIn = None,
-        flush: bool = False,
-    ) -> None:
-        """Queue several messages in one pass; same rules and errors as :meth:`send`.
-
-        Every message is encoded first (a bad one raises before any is queued),
-        then they enter the buffer in chunks of up to ``batch_size`` with one
-        wake-up of the sender per chunk, waiting for room as ``send`` does.
-        """
-        if self._sender is None or self._closing:
-            await self._ensure_open()
-            if self._trace is not None:
-                return await self._traced_send_many(msgs, topic=topic, key=key,
-                                                    headers=headers, flush=flush)
-        values = self._encoded_all(msgs)
-        if self.strict and self._outage.active:
-            raise BusUnavailable("broker unavailable (strict mode)")
-        topics = self._topics if topic is None else _topics(topic)
-        if not topics:
-            raise ValueError("no topic: pass topic= to send_many() or to the Producer")
-        k = key.encode() if isinstance(key, str) else key
-        h = _headers(headers) if headers else None
-        step = max(1, self._batch_size // len(topics))
-        for i in range(0, len(values), step):
-            chunk = values[i:i + step]
-            if self._spooling:
-                for value in chunk:
-                    await self._send_to_spool(value, topic, key, headers)
-                continue
-            n = len(chunk) * len(topics)
-            size = sum([len(v) for v in chunk]) * len(topics)
-            if (
-                self._count
-                and (self._count + n > self._max_count or self._bytes + size > self._max_bytes)
-                and await self._wait_for_room(n, size)
-            ):
-                for value in chunk:  # the broker went away meanwhile
-                    await self._send_to_spool(value, topic, key, headers)
-                continue
-            if len(topics) == 1:
-                t = topics[0]
-                self._buf.extend([Record(t, v, k, h) for v in chunk])
-            else:
-                self._buf.extend([Record(t, v, k, h) for v in chunk for t in topics])
-            self._count += n
-            self._bytes += size
-            self._queued += n
-            if self._wakeup is not None:
-                self._wake_sender()
-        if flush:
-            await self.flush()
-
-    async def _traced_send(self, msg: M, *, topic: str | Sequence[str] | None = None,
-                           key: str | bytes | None = None, headers: HeadersIn = None,
-                           flush: bool = False) -> None:
-        """``send`` in a PRODUCER span whose context goes in the headers (tracing on)."""
-        assert self._trace is not None
-        topics = self._topics if topic is None else _topics(topic)
-        with self._trace.publishing(topics or ("",), headers, msg) as traced:
-            await Producer.send(self, msg, topic=topic, key=key, headers=traced, flush=flush)
-
-    async def _traced_send_many(self, msgs: Iterable[M], *,
-                                topic: str | Sequence[str] | None = None,
-                                key: str | bytes | None = None, headers: HeadersIn = None,
-                                flush: bool = False) -> None:
-        """``send_many`` in one PRODUCER span; every message carries its context."""
-        assert self._trace is not None
-        msgs = list(msgs)
-        topics = self._topics if topic is None else _topics(topic)
-        with self._trace.publishing(topics or ("",), headers, count=len(msgs)) as traced:
-            await Producer.send_many(self, msgs, topic=topic, key=key, headers=traced,
-                                     flush=flush)
+        assert self._spool is not None and self._sender is not None
+        records = _records(value, self._topics if topic is None else topic_names(topic),
+                           key, headers)
+        await self._spool.accept(records, self._sender, self._send_timeout,
+                                 lambda: self._closing)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until everything queued so far was confirmed by the broker.
@@ -594,7 +499,7 @@ class Producer(AsyncResource, Generic[M]):
         """
         if self._sender is None:
             return
-        target = self._queued
+        target = self._ledger.queued
         if timeout is not None or self.strict:
             async with asyncio.timeout(timeout):
                 await self._wait_settled(target)
@@ -603,11 +508,12 @@ class Producer(AsyncResource, Generic[M]):
             async with asyncio.timeout(self._flush_timeout):
                 await self._wait_settled(target)
         except TimeoutError:
-            where = f"in the spool {str(self._spool.directory)!r}" if self._spooling and \
-                self._spool is not None else "queued"
+            where = "queued"
+            if self._sender.spooling and self._spool is not None:
+                where = f"in the spool {str(self._spool.directory)!r}"
             log.log(logging.INFO if self._outage.active else logging.WARNING,
                     "flush: %d message(s) not confirmed after %.1fs; they stay %s",
-                    target - self._settled, self._flush_timeout, where)
+                    target - self._ledger.settled, self._flush_timeout, where)
 
     def task(self, correlation_id: str, *, topic: str = "status", creator: str | None = None,
              stage: str | None = None, webhook: Webhook | None = None) -> TaskStatus:
@@ -623,17 +529,20 @@ class Producer(AsyncResource, Generic[M]):
         return {
             "sent": self.sent,
             "failed": self.failed,
-            "buffered": self._count,
-            "buffered_bytes": self._bytes,
+            "buffered": self._buffer.count,
+            "buffered_bytes": self._buffer.bytes,
+            "spooled": 0 if self._spool is None else self._spool.spool.rows,
             "outage": self._outage.active,
         }
 
     # -- internals -----------------------------------------------------------
 
-    async def _ensure_open(self) -> None:
+    async def _ensure_open(self) -> Sender:
         if self._closing or self._closed:
             raise BusClosed("producer is closed")
         await self.start()
+        assert self._sender is not None
+        return self._sender
 
     async def _wait_for_room(self, n: int, size: int) -> bool:
         """Wait until ``n`` records of ``size`` bytes fit in memory.
@@ -643,362 +552,24 @@ class Producer(AsyncResource, Generic[M]):
         """
         loop = asyncio.get_running_loop()
         deadline = None if self._send_timeout is None else loop.time() + self._send_timeout
-        while self._count and (
-            self._count + n > self._max_count or self._bytes + size > self._max_bytes
-        ):
+        buffer = self._buffer
+        while buffer.full_for(n, size):
             if self._closing:
                 raise BusClosed("producer is closed")
             if self.strict and self._outage.active:
                 raise BusUnavailable("broker unavailable (strict mode)")
-            fut = loop.create_future()
-            self._room_waiters.append(fut)
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
-                # cancellation that arrives as the future completes.
-                async with asyncio.timeout_at(deadline):
-                    await fut
+                await buffer.wait_for_room(deadline)
             except TimeoutError:
                 raise SendTimeout(
-                    f"send buffer full ({self._count} records, {self._bytes} bytes) for "
+                    f"send buffer full ({buffer.count} records, {buffer.bytes} bytes) for "
                     f"{self._send_timeout}s"
                 ) from None
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._room_waiters.remove(fut)
-            if self._spooling:
+            if self._sender is not None and self._sender.spooling:
                 return True
         return False
 
-    @property
-    def sequence(self) -> int:
-        """How many records were queued so far (a position for :meth:`confirmed`)."""
-        return self._queued
-
-    @property
-    def settled(self) -> int:
-        """How many records were settled (confirmed or refused), in queue order."""
-        return self._settled
-
-    def confirmed(self, first: int, last: int) -> asyncio.Future[None]:
-        """A future that resolves once records ``first..last`` (sequence numbers) are settled.
-
-        It fails with :class:`PublishError` if the broker refused any of them.
-        Lets a caller act on confirmation (e.g. acknowledge an input) without a
-        task waiting per message.
-        """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._settled >= last:
-            self._resolve(fut, first, last)
-        else:
-            self._flush_waiters.append((last, first, fut))
-        return fut
-
-    def add_confirm_listener(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(settled)`` each time records up to ``settled`` were settled.
-
-        Settled means confirmed, or refused for good (see :meth:`refused`). For
-        code that tracks many positions without a future per message.
-        """
-        self._listeners.append(listener)
-
-    def refused(self, first: int, last: int) -> PublishError | None:
-        """The error if the broker refused any record in ``first..last``, else None."""
-        if not self._failures:
-            return None
-        failed = [(a, b, e) for a, b, e in self._failures if b >= first and a <= last]
-        if not failed:
-            return None
-        count = sum(min(b, last) - max(a, first) + 1 for a, b, _ in failed)
-        err = failed[-1][2]
-        exc = PublishError(f"{count} record(s) were refused by the broker: {err}")
-        exc.__cause__ = err
-        return exc
-
-    def _resolve(self, fut: asyncio.Future[None], first: int, last: int) -> None:
-        if fut.done():
-            return
-        exc = self.refused(first, last)
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(None)
-
     async def _wait_settled(self, target: int) -> None:
-        if self._settled < target and self.strict and self._outage.active:
+        if self._ledger.settled < target and self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")
-        fut = self.confirmed(self._settled + 1, target)
-        try:
-            await fut
-        finally:
-            if not fut.done():  # timed out or cancelled: forget the waiter
-                fut.cancel()
-                self._flush_waiters = deque(w for w in self._flush_waiters if w[2] is not fut)
-
-    def _settle(self, n: int) -> None:
-        self._settled += n
-        waiters = self._flush_waiters
-        # Waiters are registered with non-decreasing targets: resolve from the left.
-        while waiters and waiters[0][0] <= self._settled:
-            _, first, fut = waiters.popleft()
-            self._resolve(fut, first, self._settled)
-        for listener in self._listeners:
-            listener(self._settled)
-        # Failures older than every waiter can no longer be reported to anyone.
-        if len(self._failures) > 100 and not waiters:
-            del self._failures[:-100]
-
-    def _fail_waiters(self, exc: BaseException) -> None:
-        waiters, self._flush_waiters = self._flush_waiters, deque()
-        for _, _, fut in waiters:
-            if not fut.done():
-                fut.set_exception(exc)
-        while self._room_waiters:
-            fut = self._room_waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the waiter re-checks and sees the closed state
-
-    def _cut_batch(self) -> tuple[list[Record], int]:
-        """Take the oldest records: up to ``batch_size`` and about ``batch_bytes``.
-
-        The byte bound uses the buffer's average record size, so the cut is one
-        C-level slice rather than a Python loop over every record. Taking the
-        whole buffer (the common case) needs no pass at all: ``_bytes`` counts
-        the buffer and the pipeline, whose batches know their sizes.
-        """
-        buf = self._buf
-        n = min(len(buf), self._batch_size)
-        if self._bytes > self._batch_bytes and self._count:
-            n = max(1, min(n, self._batch_bytes * self._count // self._bytes))
-        if n == len(buf):
-            self._buf = []
-            return buf, self._bytes - sum([size for _, size, _ in self._pipeline])
-        batch = buf[:n]
-        del buf[:n]
-        return batch, sum([len(r.value) for r in batch])
-
-    async def _supervised(self) -> None:
-        """Run the sender; an unexpected error (a disk the spool cannot read) is logged
-        with its traceback and the sender starts again, never dying silently."""
-        backoff = Backoff(base=0.5, cap=30.0)
-        while True:
-            try:
-                await self._run()
-            except Exception:
-                log.exception("producer sender failed; starting it again")
-                await asyncio.sleep(backoff.next_delay())
-
-    async def _run(self) -> None:
-        """The sender: cut batches, keep up to ``max_in_flight`` unconfirmed, settle in order."""
-        loop = asyncio.get_running_loop()
-        pipeline = self._pipeline
-        while True:
-            if self._spooling:
-                await self._drain_spool()
-                continue
-            if not self._buf and not pipeline:
-                self._wakeup = loop.create_future()
-                try:
-                    await self._wakeup
-                finally:
-                    self._wakeup = None
-                    self._woken = False
-                if self._linger > 0 and len(self._buf) < self._batch_size:
-                    await asyncio.sleep(self._linger)
-            while self._buf and len(pipeline) < self._max_in_flight:
-                batch, size = self._cut_batch()
-                confirm = await self._enqueue(batch)
-                pipeline.append((batch, size, confirm))
-                if confirm is None:
-                    break  # the broker is away: settle (and retry) before enqueueing more
-            if not pipeline:
-                continue
-            # The oldest batch stays in the pipeline until settled: close() and a
-            # spill to the spool find every unsettled record there or in _buf.
-            batch, size, confirm = pipeline[0]
-            if not await self._deliver(batch, confirm):
-                continue  # spilled to the spool, with everything behind it
-            pipeline.popleft()
-            self._count -= len(batch)
-            self._bytes -= size
-            self._settle(len(batch))
-            self._wake_room()
-
-    def _wake_sender(self) -> None:
-        """Wake the sender waiting for work (``_wakeup`` is not None)."""
-        wakeup, self._wakeup = self._wakeup, None
-        self._woken = True
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
-
-    def _wake_room(self) -> None:
-        while self._room_waiters:
-            fut = self._room_waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-
-    async def _enqueue(self, batch: list[Record]) -> asyncio.Future[None] | None:
-        """Hand ``batch`` to the broker client; None if that failed (``_deliver`` retries)."""
-        assert self._backend is not None
-        try:
-            if not self._connected:
-                await self._backend.connect()
-                self._connected = True
-            return await self._backend.enqueue(batch)
-        except Exception:
-            return None
-
-    async def _deliver(self, batch: list[Record], confirm: asyncio.Future[None] | None) -> bool:
-        """Wait for ``batch`` to be confirmed, publishing it again while the broker is away.
-
-        Returns False if the broker is away and the records went to the spool instead.
-        """
-        assert self._backend is not None
-        backend = self._backend
-        loop = asyncio.get_running_loop()
-        backoff = Backoff()
-        while True:
-            try:
-                if confirm is not None:
-                    await confirm
-                else:
-                    if not self._connected:
-                        await backend.connect()
-                        self._connected = True
-                    await backend.publish(batch)
-            except BusUnavailable as exc:
-                confirm = None
-                if self._spool is not None:
-                    self._outage.down(exc, loop.time(), "messages go to the spool "
-                                      f"{str(self._spool.directory)!r}")
-                    await self._spill()
-                    return False
-                self._outage.down(exc, loop.time(), f"{self._count} message(s) held")
-                if self.strict:
-                    self._fail_waiters(exc)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            except Exception as exc:  # refused for good: report, never hide
-                self._refuse(len(batch), exc, sorted({r.topic for r in batch}))
-                return True
-            self.sent += len(batch)
-            if self._outage.active:
-                self._outage.up(loop.time(), f"delivering {self._count} held message(s)")
-            return True
-
-    def _refuse(self, n: int, exc: BaseException, topics: list[str]) -> None:
-        if n:
-            first = self._settled + 1
-            self._failures.append((first, first + n - 1, exc))
-            self.failed += n
-        if isinstance(exc, AuthenticationError):
-            # One ERROR for bad credentials, not one per batch.
-            level = logging.DEBUG if self._auth_failed else logging.ERROR
-            self._auth_failed = True
-            log.log(level, "%s; %d record(s) refused", exc, n)
-            return
-        log.error("broker refused %d record(s) for %s: %s", n, topics, exc)
-
-    async def _spill(self) -> None:
-        """The broker went away: move every unsettled record to the spool, in order."""
-        spool = self._spool
-        assert spool is not None
-        self._spooling = True  # from now on send() writes to the spool, behind these
-        records = [r for batch, _, _ in self._pipeline for r in batch] + self._buf
-        for _, _, confirm in self._pipeline:
-            if confirm is not None and not confirm.done():
-                confirm.cancel()  # a late confirmation would only mean a duplicate
-        self._pipeline.clear()
-        self._buf = []
-        first = self._settled + 1
-        self._count = 0
-        self._bytes = 0
-        self._wake_room()
-        if records:
-            # Already accepted: they go in whatever the spool's size bound says.
-            try:
-                await spool.append([(first + i, r) for i, r in enumerate(records)], force=True)
-            except Exception as exc:  # the disk failed too: lost, and said loudly
-                log.error("producer: %d message(s) lost: the broker is away and the spool "
-                          "%s cannot be written: %r", len(records), str(spool.directory), exc)
-                self._holes.appendleft((first, first + len(records) - 1, exc))
-                self._settle_holes()
-
-    def _settle_rows(self, n: int) -> None:
-        """Settle ``n`` rows delivered from the spool, and the holes between them, in order."""
-        while n:
-            self._settle_holes()
-            step = n if not self._holes else min(n, self._holes[0][0] - self._settled - 1)
-            self._settle(step)
-            n -= step
-        self._settle_holes()
-
-    def _settle_holes(self) -> None:
-        """Settle, as refused, the ranges that never reached the spool once they are next."""
-        holes = self._holes
-        while holes and holes[0][0] == self._settled + 1:
-            first, last, exc = holes.popleft()
-            self._failures.append((first, last, exc))
-            self.failed += last - first + 1
-            self._settle(last - first + 1)
-
-    async def _drain_spool(self) -> None:
-        """Deliver the spool, oldest first, until it is empty; then sends go to the broker again."""
-        spool = self._spool
-        backend = self._backend
-        assert spool is not None and backend is not None and self._spool_room is not None
-        loop = asyncio.get_running_loop()
-        backoff = Backoff()
-        while True:
-            self._settle_holes()
-            rows = await spool.head(self._batch_size)
-            if not rows:
-                if spool.rows == 0 and self._outage.active:
-                    # Empty, but the broker is still away: what send() accepts next
-                    # must go to disk too, so stay in spool mode until a send wakes us.
-                    self._wakeup = loop.create_future()
-                    try:
-                        await self._wakeup
-                    finally:
-                        self._wakeup = None
-                        self._woken = False
-                    continue
-                if spool.rows == 0:
-                    self._spooling = False
-                    return
-                await spool.flushed()  # appends in flight: they are next
-                continue
-            records = [r for _, _, r in rows]
-            try:
-                if not self._connected:
-                    await backend.connect()
-                    self._connected = True
-                await backend.publish(records)
-            except BusUnavailable as exc:
-                self._outage.down(exc, loop.time(), f"{spool.rows} message(s) in the spool")
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            except (PublishError, MessageTooLarge) as exc:  # these records refused for good
-                refused: BaseException | None = exc
-            except Exception as exc:
-                # Not about these records (bad credentials, a missing extra, a bug): the
-                # spool keeps them; say why once, and try again later.
-                if type(exc) is not self._spool_blocked:
-                    self._spool_blocked = type(exc)
-                    log.error("producer: cannot deliver the spool %s (%d record(s) kept): %r",
-                              str(spool.directory), spool.rows, exc)
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            else:
-                refused = None
-                self._spool_blocked = None
-                self.sent += len(records)
-                backoff.reset()
-                if self._outage.active:
-                    self._outage.up(loop.time(), f"delivering {spool.rows} spooled message(s)")
-            await spool.remove(rows[-1][0], len(rows), sum(len(r.value) for r in records))
-            # Every row has its place in this producer's sequence: its own sends, what
-            # it spilled, and (counted at start) what an earlier producer left.
-            if refused is not None:
-                self._refuse(len(rows), refused, sorted({r.topic for r in records}))
-            self._settle_rows(len(rows))
-            self._spool_room.set()
+        await self._ledger.wait_settled(target)

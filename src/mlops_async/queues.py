@@ -6,6 +6,11 @@ scheme: memory, kafka, redis, or a plugin's dotted path), a ``schema``
 (a dotted path to a msgspec Struct; MLOpsMessage by default) and
 ``options`` for the consumer that reads it (e.g. ``auto_offset_reset``,
 ``prefetch``, or broker-client settings such as ``max_poll_interval_ms``).
+Two options are not the reader's: ``partitioner`` goes to the producer that
+writes the queue (Kafka: ``round_robin`` spreads keyless records over the
+partitions), and ``partitions`` declares how many partitions the topic has
+(nothing creates or changes topics from it; ``deploy k8s`` and ``Pipeline``
+warn when a stage runs more replicas than that).
 One app may read from Kafka and write to Redis.
 
 Where a queue lives, most specific first: ``MLOPS_QUEUE_<NAME>_URL``, then
@@ -49,7 +54,16 @@ from .backends import check_options, register_backend
 from .errors import ConfigurationError, MissingDependency
 from .message import MLOpsMessage
 
-__all__ = ["AppConfig", "Queue", "handler_schema", "import_object", "load_config"]
+__all__ = [
+    "AppConfig",
+    "Queue",
+    "consumer_options",
+    "declared_partitions",
+    "handler_schema",
+    "import_object",
+    "load_config",
+    "producer_options",
+]
 
 #: ``type:`` names volley's users write for the schemes we have.
 _TYPE_ALIASES = {"rsmq": "redis"}
@@ -68,6 +82,37 @@ class Queue(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def topic(self) -> str:
         return self.value or self.name
+
+
+#: Queue options for the producer that writes the queue, not the consumer that reads it.
+PRODUCER_OPTIONS = frozenset({"partitioner"})
+#: Queue options that describe the topic itself: no client takes them.
+TOPIC_OPTIONS = frozenset({"partitions"})
+
+
+def consumer_options(queue: Queue) -> dict[str, Any]:
+    """``queue.options`` for the consumer that reads it."""
+    return {k: v for k, v in queue.options.items()
+            if k not in PRODUCER_OPTIONS and k not in TOPIC_OPTIONS}
+
+
+def producer_options(queue: Queue) -> dict[str, Any]:
+    """``queue.options`` for the producer that writes it (``partitioner``)."""
+    return {k: v for k, v in queue.options.items() if k in PRODUCER_OPTIONS}
+
+
+def declared_partitions(queue: Queue) -> int | None:
+    """The partition count ``queue.options`` declares (``partitions: 4``), or None.
+
+    Raises :class:`ConfigurationError` naming the queue when it is not a positive integer.
+    """
+    value = queue.options.get("partitions")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"queue {queue.name!r}: partitions must be a positive integer, not {value!r}")
+    return value
 
 
 class AppConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -22,27 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from .backends import Record
+from .backends.base import decode_headers, encode_headers
 from .errors import ConfigurationError
 
-__all__ = ["Spool", "SpoolFull"]
-
-_HEADERS = msgspec.msgpack.Encoder()
-_HEADERS_DEC = msgspec.msgpack.Decoder(list[tuple[str, bytes]])
-
-
-class SpoolFull(Exception):
-    """The spool holds ``max_bytes`` already (internal: the Producer waits or times out)."""
+__all__ = ["Spool"]
 
 
 class Spool:
     """The outbox of one producer; see the module docstring.
 
-    ``seq`` stored with each record is the producer's sequence number (0 for
-    records left by an earlier process), so the producer can report them
-    confirmed once delivered.
+    The spool does not check ``max_bytes`` itself: the Producer asks :meth:`room`
+    before it appends, and waits or times out when there is none.
     """
 
     def __init__(self, directory: str | Path, *, max_bytes: int = 256 * 1024 * 1024) -> None:
@@ -53,7 +44,7 @@ class Spool:
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._pending: list[tuple[int, Record]] = []
+        self._pending: list[Record] = []
         self._pending_done: list[asyncio.Future[None]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -105,10 +96,11 @@ class Spool:
         db.execute("PRAGMA synchronous=FULL")  # on disk before append() returns
         db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "seq INTEGER NOT NULL, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, "
-            "headers BLOB)"
+            "topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, headers BLOB)"
         )
-        db.execute("UPDATE outbox SET seq = 0")  # sequence numbers of an earlier process
+        # Spools written by earlier versions carry a sequence column nothing reads.
+        if any(col[1] == "seq" for col in db.execute("PRAGMA table_info(outbox)")):
+            db.execute("ALTER TABLE outbox DROP COLUMN seq")
         return db
 
     async def close(self) -> None:
@@ -139,15 +131,9 @@ class Spool:
     def room(self, size: int) -> bool:
         return self.bytes + size <= self.max_bytes or self.rows == 0
 
-    async def append(self, records: list[tuple[int, Record]], *, force: bool = False) -> None:
-        """Write ``(seq, record)`` pairs; returns once they are on disk.
-
-        Raises :class:`SpoolFull` if they do not fit in ``max_bytes`` (unless
-        ``force``: records that were already accepted).
-        """
-        size = sum(len(r.value) for _, r in records)
-        if not force and not self.room(size):
-            raise SpoolFull(f"spool full ({self.bytes} of {self.max_bytes} bytes)")
+    async def append(self, records: list[Record]) -> None:
+        """Write ``records``; returns once they are on disk."""
+        size = sum(len(r.value) for r in records)
         self.rows += len(records)
         self.bytes += size
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -170,7 +156,7 @@ class Spool:
                 await self._call(self._insert, batch)
             except BaseException as exc:
                 self.rows -= len(batch)
-                self.bytes -= sum(len(r.value) for _, r in batch)
+                self.bytes -= sum(len(r.value) for r in batch)
                 for w in waiters:
                     if not w.done():
                         w.set_exception(exc if isinstance(exc, Exception) else
@@ -182,30 +168,27 @@ class Spool:
                 if not w.done():
                     w.set_result(None)
 
-    def _insert(self, batch: list[tuple[int, Record]]) -> None:
+    def _insert(self, batch: list[Record]) -> None:
         assert self._db is not None
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO outbox (seq, topic, key, value, headers) VALUES (?, ?, ?, ?, ?)",
-                [(seq, r.topic, r.key, r.value,
-                  _HEADERS.encode(r.headers) if r.headers else None) for seq, r in batch],
+                "INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
+                [(r.topic, r.key, r.value, encode_headers(r.headers) if r.headers else None)
+                 for r in batch],
             )
 
-    async def head(self, n: int) -> list[tuple[int, int, Record]]:
-        """The oldest ``n`` records as ``(id, seq, record)``, committed appends only."""
-        rows: list[tuple[int, int, str, bytes | None, bytes, bytes | None]] = await self._call(
+    async def head(self, n: int) -> list[tuple[int, Record]]:
+        """The oldest ``n`` records as ``(id, record)``, committed appends only."""
+        rows: list[tuple[int, str, bytes | None, bytes, bytes | None]] = await self._call(
             self._head, n)
-        return [
-            (i, seq, Record(topic, value, key,
-                            tuple(_HEADERS_DEC.decode(h)) if h else None))
-            for i, seq, topic, key, value, h in rows
-        ]
+        return [(i, Record(topic, value, key, decode_headers(h) if h else None))
+                for i, topic, key, value, h in rows]
 
     def _head(self, n: int) -> list[Any]:
         assert self._db is not None
         return self._db.execute(
-            "SELECT id, seq, topic, key, value, headers FROM outbox ORDER BY id LIMIT ?", (n,)
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT ?", (n,)
         ).fetchall()
 
     async def remove(self, upto: int, count: int, size: int) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .admin import Admin
-from .app.heartbeat import STATS_TOPIC, ReplicaStats
+from .app.heartbeat import LIVE_STATES, STATS_TOPIC, ReplicaStats
+from .backends import PartitionLag
 from .consumer import Consumer
 from .deadletter import DeadLetter
 from .endpoint import redact
@@ -38,10 +41,16 @@ class QueueRow:
 
 
 class TopView:
-    """Takes snapshots of a bus and turns successive ones into rates."""
+    """Takes snapshots of a bus and turns successive ones into rates.
+
+    It also follows the replicas' heartbeats and the dead-letter topics (no
+    consumer group: nobody's position moves), keeping the latest beat of each
+    replica and the newest ``keep_letters`` dead letters of each dead-letter topic.
+    """
 
     def __init__(self, url: str | None, group: str | None = None,
-                 client_options: dict[str, Any] | None = None) -> None:
+                 client_options: dict[str, Any] | None = None, *,
+                 keep_letters: int = 50, forget: float = 600.0) -> None:
         self.url = url
         self.group = group
         self.client_options = dict(client_options or {})
@@ -52,7 +61,12 @@ class TopView:
         self._prev: dict[str, QueueRow] = {}
         self._prev_t = 0.0
         self._stats: Consumer[ReplicaStats] | None = None
+        #: The latest beat of every replica heard from in the last ``forget`` seconds.
         self.replicas: dict[str, ReplicaStats] = {}
+        #: Dead-letter topic -> its newest letters, oldest first.
+        self.letters: dict[str, deque[DeadLetter]] = {}
+        self.keep_letters = keep_letters
+        self.forget = forget
 
     async def close(self) -> None:
         if self._dlq is not None:
@@ -63,6 +77,14 @@ class TopView:
 
     async def replica_rows(self) -> list[ReplicaStats]:
         """The latest heartbeat of every app replica still running, by stage."""
+        await self.read_heartbeats()
+        now = time.time()
+        alive = [b for b in self.replicas.values()
+                 if b.state in LIVE_STATES and now - b.at < 3 * b.every]
+        return sorted(alive, key=lambda b: (b.stage, b.host, b.pid, b.replica))
+
+    async def read_heartbeats(self) -> dict[str, ReplicaStats]:
+        """Read the heartbeats that arrived; the latest beat of each recent replica."""
         if self._stats is None:
             # No group: every heartbeat, without disturbing anyone.
             self._stats = Consumer(self.url, topic=STATS_TOPIC, schema=ReplicaStats,
@@ -79,10 +101,8 @@ class TopView:
             for b in beats:
                 self.replicas[b.replica] = b
         now = time.time()
-        alive = {k: b for k, b in self.replicas.items()
-                 if b.state == "running" and now - b.at < 3 * b.every}
-        self.replicas = alive
-        return sorted(alive.values(), key=lambda b: (b.stage, b.host, b.pid, b.replica))
+        self.replicas = {k: b for k, b in self.replicas.items() if now - b.at < self.forget}
+        return self.replicas
 
     async def _follow_dead_letters(self, dlq_topics: list[str]) -> None:
         if sorted(dlq_topics) != sorted(self._dlq_topics):
@@ -106,28 +126,41 @@ class TopView:
                 return
             for x in letters:
                 self._last_errors[x.source_topic] = f"{x.error_type}: {x.error}"
+                kept = self.letters.get(x.topic or f"{x.source_topic}.dlq")
+                if kept is None:
+                    kept = self.letters[x.topic or f"{x.source_topic}.dlq"] = deque(
+                        maxlen=self.keep_letters)
+                kept.append(x)
 
-    async def snapshot(self) -> list[QueueRow]:
+    async def _lags(self, only: Sequence[str] | None) -> list[tuple[str, list[PartitionLag]]]:
+        """Each group's lag: of ``only`` (one query per group), else of every group."""
+        try:
+            if only is None:
+                return [(g.group, list(g.lag)) for g in await self.admin.describe_groups()]
+            return [(g, await self.admin.group_lag(g)) for g in only]
+        except NotSupported:
+            return []
+
+    async def snapshot(self, groups: Sequence[str] | None = None) -> list[QueueRow]:
+        """One row per topic; lag from ``groups`` (default: the view's group, else every
+        group on the bus: naming them saves querying groups nobody watches)."""
         now = time.monotonic()
         topics = {t.name: t for t in await self.admin.list_topics()}
-        try:
-            groups = await self.admin.describe_groups()
-        except NotSupported:
-            groups = []
+        if groups is None and self.group:
+            groups = [self.group]
+        lags = await self._lags(groups)
         rows: dict[str, QueueRow] = {}
         for name, info in topics.items():
             if name.endswith((".dlq", ".control")) or name == STATS_TOPIC:
                 continue  # dead letters are a column; control and stats are ours
             rows[name] = QueueRow(name, written=info.messages)
-        for g in groups:
-            if self.group and g.group != self.group:
-                continue
-            for p in g.lag:
+        for group, lag in lags:
+            for p in lag:
                 row = rows.get(p.topic)
                 if row is None:
                     continue
-                if g.group not in row.groups:
-                    row.groups.append(g.group)
+                if group not in row.groups:
+                    row.groups.append(group)
                 row.lag = (row.lag or 0) + p.lag
                 row.consumed = (row.consumed or 0) + (p.committed or 0)
                 # The log's end as seen by the group is at least what was written.

@@ -109,7 +109,7 @@ def resolve(option: bool | None, scheme: str = "") -> Tracing | None:
             provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
         ):
             return None  # nothing configured: off
-    from . import __version__
+    from ._version import __version__
 
     return Tracing(provider.get_tracer("mlops_async", __version__), system_name(scheme))
 

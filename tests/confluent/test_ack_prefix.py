@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_async.backends.base import Delivery
-from mlops_async.backends.confluent_consumer import ConfluentSubscription
+from mlops_async.backends.kafka.confluent.consumer import ConfluentSubscription
 
 T, P = "t", 0
 

@@ -9,7 +9,7 @@ import pytest
 
 from mlops_async import Codec, Producer
 from mlops_async.backends.base import Record
-from mlops_async.backends.confluent import ConfluentBackend
+from mlops_async.backends.kafka.confluent import ConfluentBackend
 from mlops_async.errors import BusError
 
 from ..backends.conftest import CONFLUENT_CONSUMER_OPTIONS

@@ -6,7 +6,7 @@ exist: every login is refused. That is what this file checks, for PLAIN (a
 mechanism Tansu does not offer: it closes the connection) and SCRAM (it
 refuses the exchange). aiokafka reports both as "Unable to bootstrap", an
 outage; the backend must tell them apart. A successful SASL login is checked
-at the option level in tests/unit/test_credentials.py.
+at the option level in tests/unit/clients/test_credentials.py.
 """
 
 from __future__ import annotations

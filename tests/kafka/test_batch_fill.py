@@ -12,7 +12,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 
 from mlops_async.backends import Record
-from mlops_async.backends.kafka import _fill
+from mlops_async.backends.kafka.aio import _fill
 
 
 def _records_of(batch: BatchBuilder) -> list[tuple[int, bytes | None, bytes, list[Any]]]:

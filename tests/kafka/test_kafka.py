@@ -26,7 +26,7 @@ from mlops_async import (
     Producer,
 )
 from mlops_async.backends import create_backend
-from mlops_async.backends.kafka import KafkaBackend
+from mlops_async.backends.kafka.aio import KafkaBackend
 
 from ..backends.conftest import KAFKA_CONSUMER_OPTIONS
 from ..brokers import free_port, tansu_server

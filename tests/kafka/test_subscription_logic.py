@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from mlops_async.backends.kafka import KafkaBackend, _KafkaSubscription
+from mlops_async.backends.kafka.aio import KafkaBackend, _KafkaSubscription
 
 TP = TopicPartition("t", 0)
 

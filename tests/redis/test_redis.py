@@ -313,3 +313,23 @@ async def test_admin_every_method(redis_url: str) -> None:
 def test_password_never_shows() -> None:
     be = create_backend("redis://user:hunter2-secret@localhost:6379/0")
     assert "hunter2" not in repr(be)
+
+
+@pytest.mark.redis
+async def test_redis_nack_redelivers_only_what_was_nacked(redis_url: str) -> None:
+    topic, group = f"rn-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    async with Producer(redis_url, topic=topic) as p:
+        await p.send_many([make_msg(i) for i in range(3)], flush=True)
+    async with Consumer(redis_url, topic=topic, group=group, auto_offset_reset="earliest",
+                        commit="manual", poll_timeout=0.2, max_deliveries=3) as c:
+        held = [await c.receive() for _ in range(3)]
+        failing_msg, failing = held[2]
+        for _ in range(4):
+            await c.nack(failing)
+            got = await c.get_messages(timeout=0.3)
+            # The two still in hand are never handed out again, nor counted again.
+            assert [m.id for m in got] in ([], [failing_msg.id])
+            if got:
+                failing = c.envelopes[-1]
+        assert c.dead_lettered == 1  # only the one nacked past max_deliveries
+        assert held[0][1].attempts == held[1][1].attempts == 0

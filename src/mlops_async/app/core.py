@@ -24,7 +24,16 @@ from ..endpoint import resolve_url
 from ..errors import BusError, ConfigurationError
 from ..metrics import Metrics
 from ..producer import Producer
-from ..queues import AppConfig, Queue, handler_schema, load_config, schema_of, url_of
+from ..queues import (
+    AppConfig,
+    Queue,
+    consumer_options,
+    handler_schema,
+    load_config,
+    producer_options,
+    schema_of,
+    url_of,
+)
 from ..status import TaskStatus, Webhook, task_status
 from .dispatch import Dispatcher
 from .ending import Ending, announce, wait_for_the_end
@@ -91,7 +100,8 @@ class App:
         self._sleep = sleep
         self._consumer_options = consumer_options or {}
         self._routes: list[Route] = []
-        self._producers: dict[str, Producer[Any]] = {}  # by URL
+        # By URL and the queue's producer options (a round-robin queue gets its own).
+        self._producers: dict[tuple[str, tuple[tuple[str, Any], ...]], Producer[Any]] = {}
         self._queue_producer: dict[str, Producer[Any]] = {}  # by queue name
         self._schemas: dict[str, type[Any]] = {}
         self._hinted: dict[str, type[Any]] = {}  # input queue -> its handler's annotation
@@ -111,6 +121,7 @@ class App:
         self._sources: list[Route] = []
         self._finite: asyncio.Task[None] | None = None
         self._heartbeat: Heartbeat | None = None
+        self._ended = False  # its finite run is over (the last heartbeat says so)
         #: Set by a Pipeline: this app is one replica of a stage of a finite run.
         self.ending: Ending | None = None
 
@@ -236,6 +247,18 @@ class App:
             raise
         log.info("app %s started: %s", self.name, ", ".join(r.name for r in self._routes))
 
+    async def _open_producer(self, qname: str, default: str) -> None:
+        """The producer that writes queue ``qname``: one per URL and producer options."""
+        q = self.queues[qname]
+        url = url_of(q, default) or default
+        extra = producer_options(q)
+        key = (url, tuple(sorted(extra.items())))
+        if key not in self._producers:
+            producer: Producer[Any] = Producer(url, **{**self.client_options, **extra})
+            self._producers[key] = producer
+            await producer.start()
+        self._queue_producer[qname] = self._producers[key]
+
     async def _open(self) -> None:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
         default = await resolve_url(self.url)
@@ -245,19 +268,10 @@ class App:
         inputs: list[tuple[Queue, str]] = []
         for source in self._sources:
             for qname in source.outputs:
-                url = url_of(self.queues[qname], default) or default
-                if url not in self._producers:
-                    self._producers[url] = Producer(url, **self.client_options)
-                    await self._producers[url].start()
-                self._queue_producer[qname] = self._producers[url]
+                await self._open_producer(qname, default)
         for route in self._routes:
             for qname in (*route.outputs, route.dead_letter):
-                url = url_of(self.queues[qname], default) or default
-                if url not in self._producers:
-                    producer: Producer[Any] = Producer(url, **self.client_options)
-                    self._producers[url] = producer
-                    await producer.start()
-                self._queue_producer[qname] = self._producers[url]
+                await self._open_producer(qname, default)
             q = self.queues[route.input]
             url = url_of(q, default) or default
             inputs.append((q, url))
@@ -267,7 +281,7 @@ class App:
                     f"queue {q.name!r}: options {sorted(taken)} are set by the app itself"
                 )
             options: dict[str, Any] = {"auto_offset_reset": "earliest", **self.client_options,
-                                       **self._consumer_options, **q.options}
+                                       **self._consumer_options, **consumer_options(q)}
             route.consumer = Consumer(
                 url, topic=q.topic, group=self.group, schema=self._schemas[route.input],
                 commit="manual", on_invalid="raise", **options,
@@ -302,7 +316,12 @@ class App:
             await stats.start()
             self._heartbeat = Heartbeat(
                 self.name, self.ending.stage if self.ending else self.name, stats,
-                self.heartbeat, self._counters)
+                self.heartbeat, self._counters,
+                inputs=sorted({self.queues[r.input].topic for r in self._routes}),
+                outputs=sorted({self.queues[o].topic for r in (*self._sources, *self._routes)
+                                for o in r.outputs}),
+                run=self.ending.run if self.ending else "", group=self.group,
+                draining=lambda: self._stopping)
             self._heartbeat.start()
         if self._sources or self.ending is not None:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
@@ -316,6 +335,8 @@ class App:
                 await self._stopped.wait()
             return
         self._stopping = True
+        if self._heartbeat is not None:
+            self._heartbeat.nudge()  # watchers see "draining" now, not at the next beat
         try:
             dispatch, outcomes = self._dispatch, self._outcomes
             finite = self._finite
@@ -347,7 +368,7 @@ class App:
             if outcomes is not None:
                 await outcomes.settle_pending(self.drain_timeout)
             if self._heartbeat is not None:
-                await self._heartbeat.close()
+                await self._heartbeat.close("ended" if self._ended else "stopped")
             for hook in self._on_shutdown:
                 try:
                     await _call_hook(hook)
@@ -435,6 +456,7 @@ class App:
             self._fail(exc, "running to the end")
             return
         log.info("app %s: finished", self.name)
+        self._ended = True
         if self._stopper is None and not self._stopping:
             self._stopper = asyncio.get_running_loop().create_task(self.stop())
             self._stopper.add_done_callback(self._log_crash)

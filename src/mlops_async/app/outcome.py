@@ -26,7 +26,7 @@ from ..errors import DecodeError, MessageTooLarge
 from ..metrics import Metrics
 from ..producer import Producer
 from ..queues import Queue
-from ..signals import Ack, Retry
+from ..signals import Ack, Reject, Retry
 from ..tracing import resolve, system_name
 from .dispatch import Slots
 from .route import OutputError, Route
@@ -109,7 +109,7 @@ class Outcomes:
         """Follow the confirmations of ``producers`` (call once, after they started)."""
         for producer in producers:
             self._awaiting[producer] = deque()
-            producer.add_confirm_listener(functools.partial(self._settled, producer))
+            producer.ledger.add_listener(functools.partial(self._settled, producer))
 
     @property
     def unconfirmed(self) -> int:
@@ -190,7 +190,7 @@ class Outcomes:
 
         Each input is decoded, then its handler runs as in :meth:`handle`, in order; a single
         output goes into its producer's buffer without a coroutine
-        (``Producer.try_send``), and the inputs whose outputs were queued are
+        (``Producer.send_nowait``), and the inputs whose outputs were queued are
         acknowledged together once the broker confirmed them (one confirmation
         entry for the run, not one per input; a refused output dead-letters
         the run's inputs, as it does the inputs whose outputs shared the
@@ -252,8 +252,8 @@ class Outcomes:
                             and (target := fast.get(item[0])) is not None
                             and item[1].__class__ is target[2]):
                         producer, topic, _ = target
-                        first = 0 if producer in firsts else producer.sequence + 1
-                        if not producer.try_send(item[1], topic, d.key):
+                        first = 0 if producer in firsts else producer.ledger.queued + 1
+                        if not producer.send_nowait(item[1], topic, d.key):
                             await producer.send(item[1], topic=topic, key=d.key)
                         if first:
                             firsts[producer] = first  # only once something is queued
@@ -349,9 +349,9 @@ class Outcomes:
         if isinstance(confirmation, tuple):
             producer, first, last = confirmation
             self._awaiting[producer].append((last, first, route, ds, started))
-            if producer.settled >= last:
+            if producer.ledger.settled >= last:
                 # Settled while we waited for a slot: no confirmation will call back.
-                self._settled(producer, producer.settled)
+                self._settled(producer, producer.ledger.settled)
         else:
             confirmation.add_done_callback(
                 functools.partial(self._on_confirmed, route, ds, started))
@@ -417,12 +417,12 @@ class Outcomes:
             out = [x[1] for x in result if x.__class__ is tuple and len(x) == 2
                    and x[0] == qname and x[1].__class__ is schema]
             if len(out) == len(result):
-                first = producer.sequence + 1
+                first = producer.ledger.queued + 1
                 await producer.send_many(out, topic=topic)
                 self.published += len(out)
                 if m is not None:
                     m.produced_to(route.input, qname, len(out))
-                return producer, first, producer.sequence
+                return producer, first, producer.ledger.queued
         return await self._publish(route, self._check_outputs(route, result), None)
 
     async def _isolate(self, route: Route, msgs: list[Any], ds: list[Delivery],
@@ -517,7 +517,7 @@ class Outcomes:
         if len(outputs) == 1:
             queue, message = outputs[0]
             producer = self.producers[queue.name]
-            firsts[producer] = producer.sequence + 1
+            firsts[producer] = producer.ledger.queued + 1
             await producer.send(message, topic=queue.topic, key=key)
         else:
             # Runs of outputs to one queue go in one send_many (a batch handler's usual
@@ -530,7 +530,7 @@ class Outcomes:
                     j += 1
                 producer = self.producers[queue.name]
                 if producer not in firsts:
-                    firsts[producer] = producer.sequence + 1
+                    firsts[producer] = producer.ledger.queued + 1
                 if j - i == 1:
                     await producer.send(outputs[i][1], topic=queue.topic, key=key)
                 else:
@@ -548,11 +548,11 @@ class Outcomes:
         queue = self.queues[route.dead_letter]
         letter, headers = make_dead_letter(d, exc, attempts=attempts, handler=route.name)
         producer = self.producers[queue.name]
-        first = producer.sequence + 1
+        first = producer.ledger.queued + 1
         await producer.send(letter, topic=queue.topic, key=d.key, headers=headers)
         # The input is acknowledged only once its dead letter is confirmed: wait for
         # that (not a bounded flush, which may return with the letter still queued).
-        await producer.confirmed(first, producer.sequence)
+        await producer.ledger.confirmed(first, producer.ledger.queued)
         if self.metrics is not None:
             self.metrics.dead_letter(route.input, reason)
             self.metrics.consumed_fail(route.input)
@@ -570,7 +570,7 @@ class Outcomes:
             self._unconfirmed.release()
             consumer = route.consumer
             assert consumer is not None
-            exc = producer.refused(first, last)
+            exc = producer.ledger.refused(first, last)
             if exc is not None:
                 self._spawn_finish(route, ds, started, exc)
                 continue
@@ -618,12 +618,12 @@ def _confirmation(firsts: dict[Producer[Any], int], waits: list[asyncio.Future[A
         return None
     if len(firsts) == 1 and not waits:
         ((producer, first),) = firsts.items()
-        return producer, first, producer.sequence
+        return producer, first, producer.ledger.queued
     return asyncio.gather(
-        *waits, *(p.confirmed(first, p.sequence) for p, first in firsts.items()))
+        *waits, *(p.ledger.confirmed(first, p.ledger.queued) for p, first in firsts.items()))
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OutputError):
         return "invalid_output"
-    return "rejected" if type(exc).__name__ == "Reject" else "not_retriable"
+    return "rejected" if isinstance(exc, Reject) else "not_retriable"

@@ -38,8 +38,8 @@ BackendFactory = Callable[..., Backend]
 # scheme -> ("module:Class", extra that provides its driver)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "memory": ("mlops_async.backends.memory:MemoryBackend", None),
-    "kafka": ("mlops_async.backends.kafka:KafkaBackend", "kafka"),
-    "kafka+confluent": ("mlops_async.backends.confluent:ConfluentBackend", "confluent"),
+    "kafka": ("mlops_async.backends.kafka.aio:KafkaBackend", "kafka"),
+    "kafka+confluent": ("mlops_async.backends.kafka.confluent:ConfluentBackend", "confluent"),
     "redis": ("mlops_async.backends.redis:RedisBackend", "redis"),
     "rediss": ("mlops_async.backends.redis:RedisBackend", "redis"),
     # postgresql:// comes from the entry point in pyproject.toml (a plugin).
@@ -78,6 +78,8 @@ def _load(path: str, extra: str | None) -> Any:
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except MissingDependency:  # the module said which extra it needs
+        raise
     except ImportError as exc:
         if (exc.name or "").split(".")[0] == "mlops_async":
             raise
@@ -104,7 +106,6 @@ def _backend(scheme: str) -> Any:
             known = ", ".join(sorted({*_BUILTIN, *_REGISTERED, *plugins}))
             raise ConfigurationError(f"no backend for scheme {scheme!r}:// (known: {known})")
         found = plugins[scheme]
-        extra = "postgres" if found.startswith("mlops_async.plugins.postgres") else None
     return _load(found, extra) if isinstance(found, str) else found
 
 
@@ -135,6 +136,12 @@ def check_options(url: str, options: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         hints = []
         for k in unknown:
+            if k == "partitioner":
+                # Kafka shares a group's work by partition; these brokers share it record
+                # by record already, so the option would do nothing: say so, not "typo?".
+                hints.append(f"{k} (a Kafka option: {scheme}:// hands a group's records to "
+                             "its members one by one without it; drop it)")
+                continue
             close = difflib.get_close_matches(k, sorted(names), n=3, cutoff=0.5)
             hints.append(f"{k} (did you mean {' or '.join(close)}?)" if close else k)
         raise ConfigurationError(f"unknown option(s) for {scheme}://: {', '.join(hints)}")

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -35,7 +34,6 @@ __all__ = [
     "cancel_safe",
     "decode_headers",
     "encode_headers",
-    "map_errors",
     "reraise",
     "translate",
 ]
@@ -93,18 +91,6 @@ def reraise(exc: BaseException, what: str, errors: ErrorMap) -> NoReturn:
     if err is exc:
         raise exc
     raise err from exc
-
-
-@contextmanager
-def map_errors(what: str, errors: ErrorMap) -> Iterator[None]:
-    """``with map_errors("fetch", _ERRORS): ...``: :func:`translate` around a block."""
-    try:
-        yield
-    except Exception as exc:
-        err = translate(exc, what, errors)
-        if err is exc:
-            raise
-        raise err from exc
 
 
 async def cancel_safe(awaitable: Awaitable[T]) -> T:
@@ -312,6 +298,14 @@ class Backend(ABC):
     # Admin operations: optional, each raises NotSupported unless overridden.
     async def list_topics(self) -> list[TopicInfo]:
         raise NotSupported(f"{self.scheme}:// cannot list topics")
+
+    async def partition_counts(self, topics: Sequence[str]) -> dict[str, int]:
+        """How many partitions each of ``topics`` that exists has (missing ones are left out).
+
+        Backends whose ``list_topics`` does more (end offsets) answer from metadata alone.
+        """
+        wanted = set(topics)
+        return {t.name: t.partitions for t in await self.list_topics() if t.name in wanted}
 
     async def create_topic(
         self,

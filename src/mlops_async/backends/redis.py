@@ -72,6 +72,7 @@ from ..errors import (
     ConfigurationError,
     PublishError,
 )
+from ..metrics import redis_round_trips
 from .base import (
     Backend,
     Delivery,
@@ -179,6 +180,7 @@ class RedisBackend(Backend):
         self.claim_idle_ms = int(lib["claim_idle_ms"])
         self.claim_interval = float(lib["claim_interval"])
         self.consumer_name: str | None = lib["consumer_name"]
+        self._round_trips = redis_round_trips()
         for owned in ("decode_responses", "connection_pool"):
             if owned in options:
                 raise ConfigurationError(f"{owned} cannot be set: the backend reads raw bytes")
@@ -260,13 +262,13 @@ class RedisBackend(Backend):
 
     async def _run(self, what: str, coro: Any) -> Any:
         op = _operation(what)
-        if op is None or _PROCESS_TIME is None:
+        if op is None or self._round_trips is None:
             return await self._call(what, coro)
         t0 = time.perf_counter()
         try:
             return await self._call(what, coro)
         finally:
-            _PROCESS_TIME.labels(operation=op).observe(time.perf_counter() - t0)
+            self._round_trips.labels(operation=op).observe(time.perf_counter() - t0)
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
@@ -963,27 +965,9 @@ def _operation(what: str) -> str | None:
         return "write"
     if what in ("ack", "nack"):
         return "delete"
-    if what in ("read", "claim", "ack and read", "re-read pending"):
+    if what in ("read", "claim", "re-read pending"):
         return "read"
     return None
-
-
-def _process_time() -> Any:
-    try:
-        from prometheus_client import Summary
-    except ImportError:  # the metrics extra is not installed: nothing to record
-        return None
-    try:
-        return Summary("redis_process_time_seconds",
-                       "Seconds per Redis round trip of the connector", ["operation"])
-    except ValueError:  # already registered (module reloaded)
-        from prometheus_client import REGISTRY
-
-        return REGISTRY._names_to_collectors.get("redis_process_time_seconds")
-
-
-# In prometheus_client's default registry, which `--metrics-port` serves with the app's.
-_PROCESS_TIME = _process_time()
 
 
 def _raw_reply(response: Any, **options: Any) -> Any:

@@ -37,7 +37,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import asyncpg
+from ..errors import MissingDependency
+
+try:
+    import asyncpg
+except ImportError as exc:  # the plugin names its own extra; the registry knows no plugin's
+    raise MissingDependency(
+        f"the postgresql:// backend needs {exc.name}: pip install 'mlops-async[postgres]'"
+    ) from exc
 
 from ..backends.base import (
     Backend,
