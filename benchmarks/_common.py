@@ -102,8 +102,7 @@ def broker(kind: str, given: str | None = None) -> Iterator[str]:
     if given:
         yield given
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.brokers import redis_server, tansu_server
+    from mlops_async.testing.brokers import redis_server, tansu_server
 
     server = tansu_server() if kind == "kafka" else redis_server()
     server.start()

@@ -36,44 +36,20 @@ def make_msg(i: int = 0, **args: object) -> MLOpsMessage:
     )
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """``host:port`` of a Kafka-protocol broker for the whole session."""
-    external = os.environ.get("KAFKA_BOOTSTRAP")
-    if external:
-        yield external
-        return
-    from .brokers import tansu_server
-
-    server = tansu_server()
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(f"cannot start the Kafka test broker: {exc}")
-    try:
-        yield f"127.0.0.1:{server.port}"
-    finally:
-        server.stop()
+# The brokers come from the package's pytest plugin (mlops_async.testing.plugin), which
+# users get too: kafka_broker and redis_server start one each per session, on free ports.
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def kafka_bootstrap(kafka_broker: str) -> str:
+    """``host:port`` of a Kafka-protocol broker for the session (KAFKA_BOOTSTRAP, or Tansu)."""
+    return kafka_broker.removeprefix("kafka://")
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: str) -> str:
     """URL of a Redis server for the whole session: ours, unless REDIS_URL is set."""
-    external = os.environ.get("REDIS_URL")
-    if external:
-        yield external
-        return
-    from .brokers import redis_server
-
-    server = redis_server()
-    try:
-        server.start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"cannot start redis-server for the tests: {exc}")
-    try:
-        yield f"redis://127.0.0.1:{server.port}/0"
-    finally:
-        server.stop()
+    return redis_server
 
 
 @pytest.fixture(scope="session")

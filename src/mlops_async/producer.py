@@ -254,7 +254,7 @@ class Producer(AsyncResource, Generic[M]):
                     wait = min(wait, self._flush_timeout)
                 try:
                     async with asyncio.timeout(wait):
-                        await ledger.wait_settled(ledger.queued)
+                        await self._wait_settled(ledger.queued)  # strict: raises at once
                 except (TimeoutError, BusError) as exc:
                     log.warning("producer close: could not deliver everything: %r", exc)
         finally:
@@ -320,8 +320,8 @@ class Producer(AsyncResource, Generic[M]):
             # The span wraps this whole call, which runs again with its headers.
             topics = self._topics if topic is None else topic_names(topic)
             with self._trace.publishing(topics or ("",), headers, msg) as traced:
-                return await self.send(msg, topic=topic, key=key, headers=_SpanHeaders(traced),
-                                       flush=flush)
+                return await Producer.send(self, msg, topic=topic, key=key,
+                                           headers=_SpanHeaders(traced), flush=flush)
         buffer = self._buffer
         if sender.woken and len(buffer.records) >= self._batch_size:
             # The sender is ready to cut a full batch, but runs only when this task
@@ -373,7 +373,7 @@ class Producer(AsyncResource, Generic[M]):
         if flush:
             await self.flush()
 
-    def send_nowait(self, msg: M, topic: str, key: bytes | None = None) -> bool:
+    def send_nowait(self, msg: M, topic: str, key: str | bytes | None = None) -> bool:
         """Queue ``msg`` for ``topic`` now if that needs no wait; False if it was not queued.
 
         For code that queues many messages without a coroutine each (the
@@ -391,7 +391,8 @@ class Producer(AsyncResource, Generic[M]):
         size = len(value)
         if self._buffer.full_for(1, size):
             return False
-        self._buffer.admit([Record(topic, value, key)], size)
+        k = key.encode() if isinstance(key, str) else key
+        self._buffer.admit([Record(topic, value, k)], size)
         self._ledger.queued += 1
         if sender.waiting is not None:
             sender.wake()
@@ -419,8 +420,8 @@ class Producer(AsyncResource, Generic[M]):
             msgs = list(msgs)
             topics = self._topics if topic is None else topic_names(topic)
             with self._trace.publishing(topics or ("",), headers, count=len(msgs)) as traced:
-                return await self.send_many(msgs, topic=topic, key=key,
-                                            headers=_SpanHeaders(traced), flush=flush)
+                return await Producer.send_many(self, msgs, topic=topic, key=key,
+                                                headers=_SpanHeaders(traced), flush=flush)
         values = self._encoded_all(msgs)
         if self.strict and self._outage.active:
             raise BusUnavailable("broker unavailable (strict mode)")

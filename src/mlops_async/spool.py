@@ -96,11 +96,9 @@ class Spool:
         db.execute("PRAGMA synchronous=FULL")  # on disk before append() returns
         db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
-            "topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, headers BLOB)"
+            "seq INTEGER NOT NULL DEFAULT 0, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL, "
+            "headers BLOB)"
         )
-        # Spools written by earlier versions carry a sequence column nothing reads.
-        if any(col[1] == "seq" for col in db.execute("PRAGMA table_info(outbox)")):
-            db.execute("ALTER TABLE outbox DROP COLUMN seq")
         return db
 
     async def close(self) -> None:
@@ -173,7 +171,8 @@ class Spool:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
-                "INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)",
+                # seq is unused; written so that spools open in every version, both ways.
+                "INSERT INTO outbox (seq, topic, key, value, headers) VALUES (0, ?, ?, ?, ?)",
                 [(r.topic, r.key, r.value, encode_headers(r.headers) if r.headers else None)
                  for r in batch],
             )

@@ -25,6 +25,7 @@ from mlops_async import (
     replay_dead_letters,
 )
 from mlops_async.backends import Record
+from mlops_async.testing import TestApp
 
 from .models import Alert, Feature, RawEvent
 
@@ -89,12 +90,13 @@ async def test_routes_to_many_outputs_and_filters() -> None:
             out.append(("alerts", Alert(e.user, "too big")))
         return out
 
-    async with app:
-        await send(url, "raw", [RawEvent("a", 1, 0), RawEvent("b", -5, 1), RawEvent("c", 500, 2)])
-        feats = await read(url, "features", Feature, 2)
-        alerts = await read(url, "alerts", Alert, 1)
-    assert sorted(f.seq for f in feats) == [0, 2]
-    assert alerts == [Alert("c", "too big")]
+    async with TestApp(app) as t:
+        for event in (RawEvent("a", 1, 0), RawEvent("b", -5, 1), RawEvent("c", 500, 2)):
+            await t.publish("raw", event)
+        await t.drain()
+        assert [f.seq for f in t.messages("features")] == [0, 2]
+        assert t.messages("alerts") == [Alert("c", "too big")]
+        assert [c.result for c in t.calls("featurize")][1] is None, "filtered"
 
 
 async def test_invalid_input_goes_to_dead_letters_with_every_header() -> None:
@@ -137,9 +139,11 @@ async def test_retries_with_exponential_backoff_then_dead_letter() -> None:
         calls += 1
         raise RuntimeError("model server down")
 
-    async with app:
-        await send(url, "raw", [RawEvent("a", 1)])
-        (letter,) = await read(url, "raw.dlq", DeadLetter, 1)
+    async with TestApp(app) as t:
+        await t.publish("raw", RawEvent("a", 1))
+        await t.drain()
+        (letter,) = t.dead_letters("raw")
+        assert [repr(e) for e in t.errors] == [repr(RuntimeError("model server down"))] * 4
     assert calls == 4 and letter.attempts == 4
     assert letter.error_type == "RuntimeError" and "model server down" in letter.error
     # exponential with jitter in [cap/2, cap], capped at backoff_max
@@ -161,9 +165,10 @@ async def test_recovers_after_a_retry() -> None:
             raise ConnectionError("blip")
         return [("features", Feature(e.user, 2, e.seq))]
 
-    async with app:
-        await send(url, "raw", [RawEvent("a", 1)])
-        assert len(await read(url, "features", Feature, 1)) == 1
+    async with TestApp(app) as t:
+        await t.publish("raw", RawEvent("a", 1))
+        assert await t.next("features") == Feature("a", 2, 0)
+        assert [type(c.error) for c in t.calls("flaky")] == [ConnectionError, type(None)]
     assert calls == 2 and len(clock.sleeps) == 1
 
 

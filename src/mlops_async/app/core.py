@@ -124,6 +124,8 @@ class App:
         self._ended = False  # its finite run is over (the last heartbeat says so)
         #: Set by a Pipeline: this app is one replica of a stage of a finite run.
         self.ending: Ending | None = None
+        #: Set before start (the testing kit does): every queue lives at this URL instead.
+        self.url_override: str | None = None
 
     # -- declaration --------------------------------------------------------
 
@@ -225,13 +227,21 @@ class App:
         """The registered handlers, in registration order."""
         return tuple(self._routes)
 
+    @property
+    def sources(self) -> tuple[Route, ...]:
+        """The registered sources, in registration order."""
+        return tuple(self._sources)
+
     # -- life cycle -----------------------------------------------------------
 
     async def start(self) -> None:
         """Open consumers and producers and start fetching.
 
         If opening anything fails, what was already opened is closed again.
+        A stopped app starts again from scratch.
         """
+        if self._started and self._stopped is not None and self._stopped.is_set():
+            self._forget_run()
         if self._started:
             return
         if not self._routes and not self._sources:
@@ -250,7 +260,7 @@ class App:
     async def _open_producer(self, qname: str, default: str) -> None:
         """The producer that writes queue ``qname``: one per URL and producer options."""
         q = self.queues[qname]
-        url = url_of(q, default) or default
+        url = self._url_of(q, default)
         extra = producer_options(q)
         key = (url, tuple(sorted(extra.items())))
         if key not in self._producers:
@@ -261,7 +271,7 @@ class App:
 
     async def _open(self) -> None:
         self._executor = ThreadPoolExecutor(self.sync_workers, thread_name_prefix=self.name)
-        default = await resolve_url(self.url)
+        default = self.url_override or await resolve_url(self.url)
         for name, q in self.queues.items():
             self._schemas[name] = schema_of(q, self._hinted.get(name))
         hinted = {n for n in self._hinted if self.queues.get(n) and self.queues[n].schema is None}
@@ -273,7 +283,7 @@ class App:
             for qname in (*route.outputs, route.dead_letter):
                 await self._open_producer(qname, default)
             q = self.queues[route.input]
-            url = url_of(q, default) or default
+            url = self._url_of(q, default)
             inputs.append((q, url))
             taken = _CONSUMER_ARGS & set(q.options)
             if taken:
@@ -327,6 +337,24 @@ class App:
             self._finite = asyncio.create_task(self._run_to_the_end(default, inputs),
                                                name=f"{self.name}.end")
             self._finite.add_done_callback(self._log_crash)
+
+    def _forget_run(self) -> None:
+        """Drop the closed clients and state of a finished run, so start() opens new ones."""
+        self._started = self._stopping = False
+        self._producers, self._queue_producer, self._schemas = {}, {}, {}
+        self._dispatch = self._outcomes = self._executor = self._lag = None
+        self._failure = self._stopper = self._finite = self._heartbeat = None
+        self._signals, self._ended = 0, False
+        for route in self._routes:
+            route.consumer = route.pump = route.last_error = None
+
+    def _url_of(self, queue: Queue, default: str) -> str:
+        return self.url_override or url_of(queue, default) or default
+
+    def idle(self) -> bool:
+        """Nothing in flight: no source running, no input in a handler or awaiting its
+        outputs' confirmation (what the testing kit's ``drain`` waits for)."""
+        return self._idle() and (self._finite is None or self._finite.done())
 
     async def stop(self) -> None:
         """Drain and close; safe to call twice."""

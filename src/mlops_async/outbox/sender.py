@@ -146,8 +146,8 @@ class Sender:
             if not await self._deliver(batch, confirm):
                 continue  # spilled to the spool, with everything behind it
             pipeline.popleft()
+            self.ledger.settle(len(batch))  # settlement waiters first, then room (as before)
             buffer.settled(len(batch), size)
-            self.ledger.settle(len(batch))
 
     async def connect(self) -> None:
         if not self.connected:
@@ -186,6 +186,7 @@ class Sender:
                 self.outage.down(exc, loop.time(), f"{self.buffer.count} message(s) held")
                 if self.strict:
                     self.ledger.fail_waiters(exc)
+                    self.buffer.wake_all()  # sends waiting for room raise BusUnavailable
                 await asyncio.sleep(backoff.next_delay())
                 continue
             except Exception as exc:  # refused for good: report, never hide

@@ -48,6 +48,7 @@ class SpoolPath:
         return self.spool.rows
 
     async def close(self) -> None:
+        self._room.set()  # sends waiting for room see the closed state
         await self.spool.close()
 
     async def accept(self, records: list[Record], sender: Sender, send_timeout: float | None,
