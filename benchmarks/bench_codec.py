@@ -1,5 +1,11 @@
 """Encode/decode cost of a typical MLOpsMessage: mlops_async's codec vs pydantic v2 vs json.
 
+Then what immutability costs a decode: ``MLOpsMessage`` against a plain frozen
+msgspec Struct with the same fields and options, through the same codec, in
+interleaved rounds of thread CPU time (best of ``--runs``); target <= 1.15x. A
+second pair also reads ``msg_type`` and ``additional_arguments`` once, where the
+message pays for its read-only arguments (copied on first read).
+
 usage: python benchmarks/bench_codec.py [--n 200000] [--runs 5]
 """
 
@@ -31,6 +37,54 @@ class PydMessage(pydantic.BaseModel):
     topic: str | None = None
     correlation_id: str | None = None
     additional_arguments: dict[str, Any] = {}
+
+
+class PlainMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """MLOpsMessage's fields and options, without its read-only arguments or enum mapping."""
+
+    id: str
+    created_at: float
+    msg_type: str
+    creator_type: str | None = None
+    creator: str | None = None
+    user_message: str | None = None
+    next_task: str | None = None
+    stage: str | None = None
+    topic: str | None = None
+    correlation_id: str | None = None
+    additional_arguments: dict[str, Any] = {}
+
+
+DECODE_TARGET = 1.15
+
+
+def decode_ns(decode: Any, payloads: list[bytes], read: bool) -> float:
+    t0 = time.thread_time_ns()
+    if read:
+        for p in payloads:
+            m = decode(p)
+            m.msg_type, m.additional_arguments  # noqa: B018
+    else:
+        for p in payloads:
+            decode(p)
+    return (time.thread_time_ns() - t0) / len(payloads)
+
+
+def immutability_rows(payloads: list[bytes], runs: int) -> list[dict[str, Any]]:
+    """MLOpsMessage decode against the plain Struct's, A/B in the same rounds."""
+    ours, plain = Codec().decode, Codec(PlainMessage).decode
+    chunk = payloads[:2000]  # short rounds: a noisy neighbour spoils fewer of them
+    rows = []
+    for read in (False, True):
+        a: list[float] = []
+        b: list[float] = []
+        for _ in range(max(runs, 5) * 10):
+            a.append(decode_ns(ours, chunk, read))
+            b.append(decode_ns(plain, chunk, read))
+        what = "decode + read msg_type, additional_arguments" if read else "decode"
+        rows.append({"case": what, "mlops_ns": min(a), "plain_struct_ns": min(b),
+                     "ratio": min(a) / min(b), "target": None if read else DECODE_TARGET})
+    return rows
 
 
 def per_op_ns(n: int, fn: Any, items: list[Any]) -> float:
@@ -76,7 +130,10 @@ def main() -> None:
         r["decode_x_slower"] = r["decode_ns"] / base["decode_ns"]
     print(table(rows, ["codec", "bytes", "encode_ns", "decode_ns", "round_trip_ns",
                        "encode_x_slower", "decode_x_slower"]))
-    print(f"saved {save('codec', rows, {'n': n, 'runs': args.runs})}")
+    imm = immutability_rows(mp_bytes, args.runs)
+    print()
+    print(table(imm, ["case", "mlops_ns", "plain_struct_ns", "ratio", "target"]))
+    print(f"saved {save('codec', rows, {'n': n, 'runs': args.runs, 'immutability': imm})}")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,6 @@ def unknown_type(value: str) -> enum.StrEnum:
 
 
 _TYPES: dict[str, MessageType] = {m.value: m for m in MessageType}
-_set = msgspec.structs.force_setattr
 
 
 _IMMUTABLE = "a built MLOpsMessage is immutable: derive a changed copy with msg.to_builder()"
@@ -131,15 +130,20 @@ _put = dict.__setitem__
 
 
 def _frozen_args(args: dict[str, Any]) -> FrozenArgs:
-    """A read-only copy of ``args``, read-only all the way down (on the decode path)."""
+    """A read-only copy of ``args``, read-only all the way down."""
     if not args:
         return _NO_ARGS
+    for value in args.values():  # the usual arguments are all scalars: one copy, no more
+        if value.__class__ not in _ATOMS:
+            break
+    else:
+        return FrozenArgs(args)
     out = FrozenArgs(args)
     for key, value in args.items():
-        cls = type(value)  # type(): a few ns less than .__class__, times every argument
+        cls = value.__class__
         if cls in _ATOMS:
             continue
-        if cls is list and value and type(value[0]) in _NUMBERS and _only_numbers(value):
+        if cls is list and value and value[0].__class__ in _NUMBERS and _only_numbers(value):
             _put(out, key, FrozenList(value))  # the usual case, without a call per item
         else:
             _put(out, key, _frozen(value))
@@ -197,31 +201,68 @@ def _thawed(value: Any) -> Any:
 
 if TYPE_CHECKING:
     _MessageTypeField = MessageType
-else:  # decoded as any string: MessageType will grow, and old readers must keep reading
+    _ArgsField = dict[str, Any]
+else:
+    # msg_type is decoded as any string (MessageType will grow, and old readers must keep
+    # reading) and mapped to the enum on access; a nil additional_arguments (Go's unset
+    # map) is read as no arguments, like nil for every other optional field.
     _MessageTypeField = str
+    _ArgsField = dict[str, Any] | None
+
+
+_ID_BATCH = 256
+_ids: list[str] = []  # unused ids from one os.urandom() call; list.pop() hands each out once
 
 
 def new_id() -> str:
-    """A random 128-bit id as 32 hex characters (uuid4 strength, without its cost)."""
-    return os.urandom(16).hex()
+    """A random 128-bit id as 32 hex characters (uuid4 strength, without its cost).
+
+    The bytes come from ``os.urandom``, drawn for 256 ids at a time: one system
+    call per id cost more than building the rest of a message.
+    """
+    try:
+        return _ids.pop()  # atomic: two threads never get the same id
+    except IndexError:
+        return _refill_ids()
+
+
+def _refill_ids() -> str:
+    raw = os.urandom(16 * _ID_BATCH).hex()
+    _ids.extend([raw[i : i + 32] for i in range(32, len(raw), 32)])
+    return raw[:32]
+
+
+# A forked child must not hand out the ids its parent holds.
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def _text(value: str | enum.Enum | None) -> str | None:
-    if value is None or (isinstance(value, str) and not isinstance(value, enum.Enum)):
-        return value
+    """A field's text: ``value`` itself, or an enum member's value (callers test ``str`` first)."""
     if isinstance(value, enum.Enum):
-        return str(value.value)
+        text = value._value_  # not .value: that property costs a Python call
+        return text if text.__class__ is str else str(text)
+    if value is None or isinstance(value, str):
+        return value
     raise InvalidMessage(f"expected a string, got {type(value).__name__}")
 
 
 class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """An immutable pipeline message.
 
+    Assigning to a field raises ``AttributeError``; ``additional_arguments`` reads
+    as a :class:`FrozenArgs`, read-only all the way down when built by
+    :class:`MessageBuilder`, at the top level when decoded or constructed
+    directly. Decoding costs what a plain frozen Struct costs: a decoded
+    arguments dict is copied into FrozenArgs, and a ``msg_type`` string mapped
+    to :class:`MessageType`, when first read (see ``_read_args``). Like any
+    msgspec Struct, a message constructed directly holds the dict it was given
+    (until that first read), so give it one you will not change afterwards; the
+    builder takes its own copy.
+
     Not tracked by the cyclic garbage collector (``gc=False``): a frozen message
     that owns a copy of its arguments cannot be part of a reference cycle, and
-    a consumer that holds a batch of a thousand decoded messages would otherwise
-    pay for collections that scan them (measured: 0.2x -> 0.44x of the codec
-    round trip for batches on the memory bus).
+    a consumer holding a batch of decoded messages would otherwise pay for
+    collections that scan them.
 
     ``topic`` is filled in by the consumer with the topic the message came
     from; it is not sent over the wire by the producer.
@@ -237,20 +278,7 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     stage: str | None = None
     topic: str | None = None
     correlation_id: str | None = None
-    additional_arguments: dict[str, Any] = _NO_ARGS
-
-    def __post_init__(self) -> None:
-        # Runs on build and on decode, so it is on the hot path. build() hands over
-        # arguments already frozen all the way down; a decoded message gets its top
-        # level frozen only: freezing nested values too doubled the decode time, and
-        # guards nothing queued (send() encodes at once, and a received message's
-        # containers belong to its reader alone).
-        args = self.additional_arguments
-        if args.__class__ is not FrozenArgs:
-            _set(self, "additional_arguments", FrozenArgs(args) if args else _NO_ARGS)
-        t = self.msg_type
-        if t.__class__ is str:
-            _set(self, "msg_type", _TYPES.get(t) or unknown_type(t))
+    additional_arguments: _ArgsField = _NO_ARGS
 
     # Getters for code written against the original orchestration library.
     def get_id(self) -> str:
@@ -290,55 +318,103 @@ class MLOpsMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     def to_builder(self) -> MessageBuilder:
         """A builder preloaded with this message's fields; ``build()`` gives a new id and time."""
         b = MessageBuilder()
-        b._fields = {
-            f: getattr(self, f)
-            for f in self.__struct_fields__
-            if f not in ("id", "created_at", "topic")
-        }
-        b._fields["additional_arguments"] = dict(self.additional_arguments)
+        b._msg_type = self.msg_type
+        b._creator_type = self.creator_type
+        b._creator = self.creator
+        b._user_message = self.user_message
+        b._next_task = self.next_task
+        b._stage = self.stage
+        b._correlation_id = self.correlation_id
+        # A plain copy: build() freezes it all the way down (a decoded message's
+        # arguments are read-only at the top level only).
+        b._args = dict(self.additional_arguments)
         return b
 
 
+# msgspec reads and writes fields in C (decode, encode, ==, repr, replace), straight
+# from the slots. Python attribute access to these two goes through a property that
+# normalises the stored value once and writes the result back: the slot is the
+# property's storage. Assignment still raises, as for every field of a frozen Struct
+# (its __setattr__ refuses before any descriptor is asked). Each slot stays reachable
+# under a private name too, where a read is a plain slot load.
+setattr(MLOpsMessage, "_args_slot", MLOpsMessage.__dict__["additional_arguments"])  # noqa: B010
+setattr(MLOpsMessage, "_type_slot", MLOpsMessage.__dict__["msg_type"])  # noqa: B010
+_store = msgspec.structs.force_setattr
+
+
+def _read_args(msg: Any) -> FrozenArgs:
+    args = msg._args_slot
+    if args.__class__ is FrozenArgs:
+        return args
+    frozen = FrozenArgs(args) if args else _NO_ARGS  # a decoded dict, or nil
+    _store(msg, "_args_slot", frozen)
+    return frozen
+
+
+def _read_type(msg: Any) -> Any:
+    t = msg._type_slot
+    if t.__class__ is str:
+        t = _TYPES.get(t) or unknown_type(t)
+        _store(msg, "_type_slot", t)
+    return t
+
+
+for _name, _read in (("additional_arguments", _read_args), ("msg_type", _read_type)):
+    setattr(MLOpsMessage, _name, property(_read, MLOpsMessage.__dict__[_name].__set__))
+del _name, _read
+
+
 class MessageBuilder:
-    """Fluent builder: every ``with_*`` call returns the builder; later calls overwrite."""
+    """Fluent builder: every ``with_*`` call returns the builder; later calls overwrite.
 
-    __slots__ = ("_fields",)
+    ``with_additional_arguments`` takes a read-only copy of what it is given, all
+    the way down, at once: the caller's containers stay theirs, and ``build()``
+    hands that copy to the message without copying again.
+    """
 
-    def __init__(self) -> None:
-        self._fields: dict[str, Any] = {}
+    # Unset fields read these class defaults: a new builder costs no __init__ call.
+    _msg_type: MessageType | None = None
+    _creator_type: str | None = None
+    _creator: str | None = None
+    _user_message: str | None = None
+    _next_task: str | None = None
+    _stage: str | None = None
+    _correlation_id: str | None = None
+    _args: dict[str, Any] = _NO_ARGS  # a FrozenArgs is final; a plain dict is frozen by build()
 
     def with_msg_type(self, msg_type: MessageType | str) -> MessageBuilder:
         try:
-            self._fields["msg_type"] = MessageType(msg_type)
-        except ValueError:
+            self._msg_type = _TYPES[msg_type]  # a member or its value
+        except (KeyError, TypeError):
             known = ", ".join(m.value for m in MessageType)
             raise InvalidMessage(f"unknown msg_type {msg_type!r}; known: {known}") from None
         return self
 
     def with_creator_type(self, creator_type: str | enum.Enum) -> MessageBuilder:
-        self._fields["creator_type"] = _text(creator_type)
+        self._creator_type = creator_type if creator_type.__class__ is str else _text(creator_type)
         return self
 
     def with_creator(self, creator: str) -> MessageBuilder:
-        self._fields["creator"] = _text(creator)
+        self._creator = creator if creator.__class__ is str else _text(creator)
         return self
 
     def with_user_msg(self, user_message: str) -> MessageBuilder:
-        self._fields["user_message"] = _text(user_message)
+        self._user_message = user_message if user_message.__class__ is str else _text(user_message)
         return self
 
     with_user_message = with_user_msg
 
     def with_next_task(self, next_task: str | enum.Enum) -> MessageBuilder:
-        self._fields["next_task"] = _text(next_task)
+        self._next_task = next_task if next_task.__class__ is str else _text(next_task)
         return self
 
     def with_stage(self, stage: str | enum.Enum) -> MessageBuilder:
-        self._fields["stage"] = _text(stage)
+        self._stage = stage if stage.__class__ is str else _text(stage)
         return self
 
     def with_correlation_id(self, correlation_id: str) -> MessageBuilder:
-        self._fields["correlation_id"] = _text(correlation_id)
+        self._correlation_id = (
+            correlation_id if correlation_id.__class__ is str else _text(correlation_id))
         return self
 
     def with_additional_arguments(self, arguments: dict[str, Any]) -> MessageBuilder:
@@ -346,21 +422,31 @@ class MessageBuilder:
             raise InvalidMessage(
                 f"additional_arguments must be a dict, got {type(arguments).__name__}"
             )
-        self._fields["additional_arguments"] = dict(arguments)
+        self._args = _frozen_args(arguments)
         return self
 
     def with_argument(self, key: str, value: Any) -> MessageBuilder:
-        args = self._fields.setdefault("additional_arguments", {})
+        args = self._args
+        if args.__class__ is FrozenArgs:  # thawed: the builder stays mutable
+            args = self._args = dict(args)
         args[key] = value
         return self
 
     def build(self) -> MLOpsMessage:
         """Return the frozen message; raises :class:`InvalidMessage` if ``msg_type`` is unset."""
-        if "msg_type" not in self._fields:
+        if self._msg_type is None:
             raise InvalidMessage("msg_type is required: call with_msg_type(MessageType.X)")
-        # The message gets a copy of the arguments frozen all the way down: the builder
-        # (and the caller's own containers) stay free to change.
-        fields = dict(self._fields)
-        if "additional_arguments" in fields:
-            fields["additional_arguments"] = _frozen_args(fields["additional_arguments"])
-        return MLOpsMessage(id=new_id(), created_at=time.time(), **fields)
+        args = self._args
+        if args.__class__ is not FrozenArgs:
+            # Changed by with_argument (or from to_builder): the message gets its own copy,
+            # frozen all the way down, and the builder stays free to change.
+            args = _frozen_args(args)
+        # Every field by name: msgspec matches these without the dict a ** call builds.
+        return MLOpsMessage(
+            id=new_id(), created_at=_now(), msg_type=self._msg_type,
+            creator_type=self._creator_type, creator=self._creator,
+            user_message=self._user_message, next_task=self._next_task, stage=self._stage,
+            correlation_id=self._correlation_id, additional_arguments=args)
+
+
+_now = time.time

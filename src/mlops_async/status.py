@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -29,11 +30,12 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import msgspec
 
 from .errors import BusError, MissingDependency
-from .message import MessageBuilder, MessageType, MLOpsMessage
+from .message import MessageType, MLOpsMessage, _frozen_args, _text, new_id
 
 __all__ = ["TaskStatus", "Webhook", "reports_status", "task_status"]
 
 log = logging.getLogger("mlops_async.status")
+_now = time.time
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,30 +144,56 @@ class TaskStatus:
     def __init__(self, producer: Sender, correlation_id: str, *, topic: str,
                  creator: str | None, stage: str | None, webhook: Webhook | None) -> None:
         self.producer = producer
-        self.correlation_id = correlation_id
         self.topic = topic
+        self.webhook = webhook
+        self.correlation_id = correlation_id
         self.creator = creator
         self.stage = stage
-        self.webhook = webhook
         self.data: dict[str, Any] = {}
         self._final: tuple[MessageType, str] | None = None  # set by complete() / fail()
 
+    # What every report carries is checked and converted once, when set: each report
+    # is then built directly, with the fields MessageBuilder would give it.
+    @property
+    def correlation_id(self) -> str:
+        return self._correlation_id
+
+    @correlation_id.setter
+    def correlation_id(self, value: str) -> None:
+        self._cid = value if value.__class__ is str else _text(value)
+        self._key = (self._cid or "").encode()
+        self._correlation_id = value
+
+    @property
+    def creator(self) -> str | None:
+        return self._creator_given
+
+    @creator.setter
+    def creator(self, value: str | None) -> None:
+        self._creator = (value if value.__class__ is str else _text(value)) if value else None
+        self._creator_given = value
+
+    @property
+    def stage(self) -> str | None:
+        return self._stage_given
+
+    @stage.setter
+    def stage(self, value: str | None) -> None:
+        self._stage = (value if value.__class__ is str else _text(value)) if value else None
+        self._stage_given = value
+
     def _message(self, kind: MessageType, text: str | None, args: dict[str, Any]) -> MLOpsMessage:
-        b = (MessageBuilder().with_msg_type(kind).with_correlation_id(self.correlation_id)
-             .with_additional_arguments(args))
-        if self.creator:
-            b.with_creator(self.creator).with_creator_type(self.creator)
-        if self.stage:
-            b.with_stage(self.stage)
-        if text:
-            b.with_user_msg(text)
-        return b.build()
+        return MLOpsMessage(
+            id=new_id(), created_at=_now(), msg_type=kind, creator_type=self._creator,
+            creator=self._creator,
+            user_message=(text if text.__class__ is str else _text(text)) if text else None,
+            stage=self._stage, correlation_id=self._cid, additional_arguments=_frozen_args(args))
 
     async def _report(self, kind: MessageType, text: str | None, args: dict[str, Any],
                       *, confirm: bool = False) -> None:
         # The data travels as one dict, so any key a task chooses ("text", "kind") is fine.
         msg = self._message(kind, text, args)
-        await self.producer.send(msg, topic=self.topic, key=self.correlation_id)
+        await self.producer.send(msg, topic=self.topic, key=self._key)
         if self.webhook is not None:
             self.webhook.post(msg)
         if confirm and not self.producer.stats().get("outage"):
@@ -179,7 +207,11 @@ class TaskStatus:
         """Send a PROGRESS report (``percent`` and any JSON-able data)."""
         if percent is not None:
             data["percent"] = percent
-        await self._report(MessageType.PROGRESS, message, data)
+        # _report() inlined: the report most tasks send many times.
+        msg = self._message(MessageType.PROGRESS, message, data)
+        await self.producer.send(msg, topic=self.topic, key=self._key)
+        if self.webhook is not None:
+            self.webhook.post(msg)
 
     def result(self, **data: Any) -> None:
         """Data to attach to the final report (COMPLETE, or FAILURE if the task fails)."""

@@ -268,3 +268,47 @@ async def test_a_type_from_a_newer_writer_is_delivered_not_dead_lettered() -> No
         assert await sub.fetch(10, 0.2) == []
         await sub.close()
     assert [(m.msg_type, m.stage) for m in seen] == [("RETRAIN", "FEATURIZE")] * 2
+
+
+def test_ids_are_32_hex_characters_and_never_repeat_in_a_forked_child() -> None:
+    import os
+    import warnings
+
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns about fork in a threaded process; the
+        warnings.simplefilter("ignore", DeprecationWarning)  # child only draws ids and exits
+        pid = os.fork()
+    if pid == 0:  # the child: its ids go to the parent through the pipe
+        os.close(read)
+        os.write(write, "".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read().decode()
+    os.waitpid(pid, 0)
+    child = {data[i : i + 32] for i in range(0, len(data), 32)}
+    mine = {new_id() for _ in range(100)}
+    assert len(child) == 100 and not child & mine
+
+
+def test_the_builder_copies_the_arguments_when_given() -> None:
+    tags = ["a"]
+    args: dict[str, Any] = {"tags": tags, "n": 1}
+    b = MessageBuilder().with_msg_type(MessageType.DATA).with_additional_arguments(args)
+    tags.append("b")  # after the call: not part of what the builder was given
+    args["n"] = 2
+    msg = b.build()
+    assert msg.additional_arguments == {"tags": ["a"], "n": 1}
+    assert b.with_argument("m", 3).build().additional_arguments == {"tags": ["a"], "n": 1,
+                                                                      "m": 3}
+    assert b.build().additional_arguments is not b.build().additional_arguments
+
+
+def test_enum_values_become_their_text_in_every_field() -> None:
+    msg = (MessageBuilder().with_msg_type("DATA").with_creator_type(Stage.ETL)
+           .with_next_task(Stage.TRAIN).with_stage(Stage.EVALUATE)
+           .with_correlation_id("c").build())
+    assert (msg.creator_type, msg.next_task, msg.stage) == ("ETL", "TRAIN", "EVALUATE")
+    assert {type(v) for v in (msg.creator_type, msg.next_task, msg.stage)} == {str}

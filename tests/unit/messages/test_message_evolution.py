@@ -53,3 +53,56 @@ def test_an_unknown_message_type_is_delivered_and_readable() -> None:
     known = codec.decode(b"\x01" + msgspec.msgpack.encode(
         {"id": "a", "created_at": 1.0, "msg_type": "START"}))
     assert known.msg_type is MessageType.START
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x01" + msgspec.msgpack.encode({"id": "a", "created_at": 1.0, "msg_type": "INFO",
+                                      "additional_arguments": None, "stage": None}),
+    b'{"id": "a", "created_at": 1.0, "msg_type": "INFO", "additional_arguments": null}',
+], ids=["msgpack", "json"])
+def test_a_nil_for_the_arguments_reads_as_no_arguments(payload: bytes) -> None:
+    # Go's default for an unset map is nil: accepted like nil for every optional field.
+    msg = Codec().decode(payload)
+    assert msg.additional_arguments == {} and msg.get_additional_arguments() == {}
+    with pytest.raises(TypeError, match="immutable"):
+        msg.additional_arguments["x"] = 1  # type: ignore[index]
+    assert b"additional_arguments" not in Codec().encode(msg)
+    assert msg.msg_type is MessageType.INFO and msg.stage is None
+
+
+def test_what_a_decoded_message_holds_is_read_only_on_every_read() -> None:
+    codec: Codec[MLOpsMessage] = Codec()
+    payload = codec.encode(built())
+    msg = codec.decode(payload)
+    first = msg.additional_arguments
+    assert msg.additional_arguments is first  # frozen once, then the same object
+    assert msg.msg_type is MessageType.DATA and msg.get_msg_type() is MessageType.DATA
+    assert codec.encode(msg) == payload  # reading changed nothing on the wire
+    assert msg == codec.decode(payload)
+    for field in ("additional_arguments", "msg_type"):
+        with pytest.raises(AttributeError):
+            setattr(msg, field, {})
+
+
+def test_a_directly_constructed_message_reads_its_arguments_read_only() -> None:
+    msg = MLOpsMessage(id="a", created_at=1.0, msg_type="DATA", additional_arguments={"k": 1})
+    assert msg.msg_type is MessageType.DATA
+    with pytest.raises(TypeError, match="immutable"):
+        msg.additional_arguments["k"] = 2  # type: ignore[index]
+    changed = msgspec.structs.replace(msg, additional_arguments={"k": 3})
+    assert changed.additional_arguments == {"k": 3}
+    with pytest.raises(TypeError, match="immutable"):
+        changed.additional_arguments.update(k=4)
+    assert msg.additional_arguments == {"k": 1}
+
+
+def test_a_subclass_with_more_fields_reads_the_same_way() -> None:
+    class Scored(MLOpsMessage, frozen=True, kw_only=True):
+        score: float = 0.0
+
+    payload = Codec(Scored).encode(Scored(id="a", created_at=1.0, msg_type="DATA", score=0.5,
+                                          additional_arguments={"k": [1]}))
+    msg = Codec(Scored).decode(payload)
+    assert msg.score == 0.5 and msg.msg_type is MessageType.DATA
+    with pytest.raises(TypeError, match="immutable"):
+        msg.additional_arguments.pop("k")

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from mlops_async import Consumer, MessageType, MLOpsMessage, Producer
+from mlops_async import Consumer, MessageType, MLOpsMessage, Producer, Stage
 from mlops_async.status import Webhook, reports_status
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -41,6 +41,19 @@ async def test_success_reports_start_progress_complete_with_data() -> None:
     assert {m.correlation_id for m in got} == {"run-1"}
     assert got[1].additional_arguments == {"percent": 50, "loss": 0.3}
     assert got[2].additional_arguments == {"accuracy": 0.9} and got[2].stage == "TRAIN"
+
+
+async def test_a_changed_stage_or_creator_applies_to_the_reports_after_it() -> None:
+    url = f"memory://status-{uuid.uuid4().hex[:6]}"
+    async with Producer(url) as p:
+        async with p.task("run-s", creator="trainer", stage=Stage.TRAIN) as t:
+            t.stage = Stage.EVALUATE
+            t.creator = "evaluator"
+            await t.progress(percent=50)
+    got = await statuses(url, n=3)
+    assert [(m.stage, m.creator) for m in got] == [
+        ("TRAIN", "trainer"), ("EVALUATE", "evaluator"), ("EVALUATE", "evaluator")]
+    assert all(type(m.stage) is str for m in got) and t.stage is Stage.EVALUATE
 
 
 async def test_failure_reports_type_and_message_then_reraises() -> None:
