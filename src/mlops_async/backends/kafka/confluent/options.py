@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ....errors import ConfigurationError
+from ..url import URL_PARAMS
 
 __all__ = [
     "LIBRARY_OPTIONS",
@@ -155,7 +156,6 @@ LIBRARY_OPTIONS = frozenset({
     "max_poll_records",  # at most this many records per fetch (aiokafka's name)
     "api_version",  # aiokafka's; librdkafka always negotiates versions ("auto")
 })
-_URL_PARAMS = ("sasl_mechanism", "security_protocol")
 
 
 def _dotted(name: str) -> str | None:
@@ -173,7 +173,7 @@ def option_names() -> frozenset[str]:
     aliases = {k.replace(".", "_") for k in PROPERTIES if "." in k}
     return (frozenset(PROPERTIES) | frozenset(_CALLBACKS) | frozenset(_RENAMED)
             | frozenset(aliases) | frozenset(OWNED) | frozenset(_OWNED_ALIASES)
-            | LIBRARY_OPTIONS | frozenset(_URL_PARAMS))
+            | LIBRARY_OPTIONS | frozenset(URL_PARAMS))
 
 
 def _value(name: str, value: Any) -> Any:
