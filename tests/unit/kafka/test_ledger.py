@@ -172,16 +172,16 @@ def test_the_ledger_commits_what_the_model_says(data: st.DataObject) -> None:
         if op == "fetch":
             key = data.draw(st.sampled_from([A, B]))
             offsets = []
-            for _ in range(data.draw(st.integers(1, 8))):
+            for _ in range(data.draw(st.integers(1, 20))):
                 offsets.append(next_offset[key])
                 next_offset[key] += data.draw(st.sampled_from([1, 1, 1, 2]))  # gaps too
             held += [(d, True) for d in fetch(ledger, key, *offsets)]
             model.handed[key].update(offsets)
         elif op in ("ack", "ack_in_order") and held:
             if op == "ack_in_order":  # the usual case: what was fetched, in fetch order
-                batch = current[:data.draw(st.integers(1, 12))]
+                batch = current[:data.draw(st.integers(1, 40))]
             else:  # any copies, stale ones too, in any order, some twice
-                batch = [rng.choice(held)[0] for _ in range(data.draw(st.integers(1, 12)))]
+                batch = [rng.choice(held)[0] for _ in range(data.draw(st.integers(1, 40)))]
             valid = {id(d) for d, ok in held if ok}
             ledger.ack(batch)
             for d in batch:

@@ -25,8 +25,8 @@ method writes what :meth:`owns` reads before it makes the new epoch public.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Hashable, Iterable, Mapping
-from itertools import groupby, islice, repeat, starmap
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from itertools import groupby, islice, repeat, starmap, takewhile
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
@@ -37,8 +37,9 @@ __all__ = ["PartitionLedger", "keep_highest"]
 K = TypeVar("K", bound=Hashable)
 
 _POSITION = attrgetter("position")
-_OFFSET = attrgetter("offset")
 _drain = deque[Any](maxlen=0).extend  # consumes an iterator in C, keeping nothing
+_ALL = 1 << 63  # above every Kafka offset: no copy is stale
+_LONG_RUN = 8  # runs out of order at least this long are folded a run at a time
 
 
 class PartitionLedger(Generic[K]):
@@ -77,11 +78,16 @@ class PartitionLedger(Generic[K]):
         nothing (that record is at most processed twice).
         """
         key, fetched_in = delivery.position
+        return int(delivery.offset) < self._owned_below(key, fetched_in)
+
+    def _owned_below(self, key: K, fetched_in: int) -> int:
+        """Copies of ``key`` fetched in epoch ``fetched_in`` are owned below this offset."""
         if fetched_in < self._revoked_at.get(key, 0):
-            return False
+            return -1
         rewound = self._rewound.get(key)
-        return not (rewound is not None and fetched_in < rewound[0]
-                    and int(delivery.offset) >= rewound[1])
+        if rewound is not None and fetched_in < rewound[0]:
+            return rewound[1]
+        return _ALL
 
     def handed_out(self, key: K) -> deque[int]:
         """The offsets of ``key`` handed out and not yet committable: append each
@@ -92,63 +98,97 @@ class PartitionLedger(Generic[K]):
             self._done[key] = set()
         return q
 
-    def ack(self, deliveries: Iterable[Delivery]) -> None:
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Fold acknowledgements into ``to_commit``; stale or repeated ones change nothing.
 
         Deliveries of one partition's fetch share one ``position``, so they
-        are taken in runs of it: ownership is looked up once per run, and a
-        run that is exactly the head of its partition's outstanding offsets
-        (acknowledged in order, the usual case) leaves it at once, in C,
-        instead of record by record.
+        are taken in runs of it, ownership looked up once per run. A run that is
+        exactly the head of its partition's outstanding offsets (acknowledged
+        in order, the usual case) leaves it at once, in C; another waits in
+        ``done`` until the offsets below it come. Short calls, and short runs out
+        of order (acks of several fetches interleaved), cost less record by
+        record: from the first such run the rest of the call goes so (:meth:`_fold`).
         """
+        if len(deliveries) < _LONG_RUN:
+            self._fold(deliveries, 0)
+            return
         outstanding, done_sets, to_commit = self._outstanding, self._done, self.to_commit
         changed = self.changed_at
-        touched: set[K] | None = None
+        start = 0  # index of the run's first delivery
         for (key, fetched_in), run in groupby(deliveries, _POSITION):
-            q = outstanding.get(key)
-            if not q:
-                continue  # revoked, or nothing handed out is waiting
-            if fetched_in < changed:  # a revocation or rewind since: record by record
-                run = filter(self.owns, run)
-            offsets: list[int] = list(map(_OFFSET, run))
+            offsets: list[int] = [d.offset for d in run]  # type: ignore[misc]
             n = len(offsets)
-            if not n:
-                continue
+            q = outstanding.get(key)
+            if q and fetched_in < changed:  # a revocation or rewind since
+                limit = self._owned_below(key, fetched_in)
+                if limit != _ALL:
+                    offsets = list(filter(limit.__gt__, offsets))
+            if not q or not offsets:
+                start += n
+                continue  # stale, or nothing handed out is waiting
+            m = len(offsets)
             done = done_sets[key]
-            if not done and offsets[0] == q[0] and (n == 1 or offsets == list(islice(q, n))):
-                if n == len(q):
+            if not done and offsets[0] == q[0] and (m == 1 or offsets == list(islice(q, m))):
+                if m == len(q):
                     q.clear()
-                elif n == 1:
+                elif m == 1:
                     q.popleft()
                 else:
-                    _drain(starmap(q.popleft, repeat((), n)))
+                    _drain(starmap(q.popleft, repeat((), m)))
                 to_commit[key] = offsets[-1] + 1
-                continue
-            for offset in offsets:
-                if not q:
-                    break
+            elif n >= _LONG_RUN:
                 head = q[0]
-                if offset == head and not done:
-                    q.popleft()
-                    to_commit[key] = head + 1
-                elif offset >= head:  # below the head: committable already
-                    done.add(offset)
-                    if touched is None:
-                        touched = set()
-                    touched.add(key)
-        if touched:
-            for key in touched:
-                self._settle(key)
+                done.update(filter(head.__le__, offsets))  # below the head: committable already
+                if head in done:
+                    self._settle(key)
+            else:
+                self._fold(deliveries, start)
+                return
+            start += n
+
+    def _fold(self, deliveries: Sequence[Delivery], start: int) -> None:
+        """:meth:`ack` record by record, from ``deliveries[start]`` on."""
+        outstanding, done_sets, to_commit = self._outstanding, self._done, self.to_commit
+        changed = self.changed_at
+        touched: set[K] = set()
+        last_pos: object = None
+        key: Any = None
+        q: deque[int] | None = None
+        done: set[int] = set()
+        limit = _ALL
+        for d in islice(deliveries, start, None):
+            pos = d.position
+            if pos is not last_pos:
+                last_pos = pos
+                key, fetched_in = pos
+                q = outstanding.get(key)
+                if q is not None:
+                    done = done_sets[key]
+                    limit = self._owned_below(key, fetched_in) if fetched_in < changed else _ALL
+            offset: int = d.offset  # type: ignore[assignment]
+            if not q or offset >= limit:
+                continue  # stale, or nothing handed out is waiting
+            head = q[0]
+            if offset == head and not done:
+                q.popleft()
+                to_commit[key] = offset + 1
+            elif offset >= head:  # below the head: committable already
+                done.add(offset)
+                touched.add(key)
+        for key in touched:
+            self._settle(key)
 
     def _settle(self, key: K) -> None:
         """Move the acknowledged prefix of ``key`` out of its outstanding offsets."""
         q, done = self._outstanding[key], self._done[key]
-        last = None
-        while q and q[0] in done:
-            last = q.popleft()
-            done.discard(last)
-        if last is not None:
-            self.to_commit[key] = last + 1
+        prefix = list(takewhile(done.__contains__, q))
+        if prefix:
+            done.difference_update(prefix)
+            if len(prefix) == len(q):
+                q.clear()
+            else:
+                _drain(starmap(q.popleft, repeat((), len(prefix))))
+            self.to_commit[key] = prefix[-1] + 1
 
     def lowest(self, deliveries: Iterable[Delivery]) -> dict[K, int]:
         """The lowest owned offset per partition among ``deliveries`` (where ``nack``

@@ -333,7 +333,7 @@ class ConfluentSubscription(Subscription):
                 last_topic, last_part = topic, part
                 key = (topic or "", part or 0)
                 position = (key, epoch)  # one tuple per partition and batch
-                if track is not None:
+                if track is not None:  # one ledger call a run; offsets appended inline
                     q = track(key)
             if q is not None:
                 q.append(offset)  # type: ignore[arg-type]
