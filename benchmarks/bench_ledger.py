@@ -36,16 +36,14 @@ Key = tuple[str, int]
 
 # -- the replaced code paths, as they were --------------------------------------------
 
-class OldAio:
-    """aio.py's _KafkaSubscription bookkeeping: ack() + _advance() + _keep_highest()."""
+class _OldTracking:
+    """What both replaced subscriptions kept alike: the offsets handed out, ownership."""
 
     def __init__(self) -> None:
-        self.group = "g"
         self._revoked_at: dict[Any, int] = {}
         self._outstanding: dict[Any, deque[int]] = {}
         self._done: dict[Any, set[int]] = {}
         self._rewound: dict[Any, tuple[int, int]] = {}
-        self._pending: dict[Any, int] = {}
 
     def handed_out(self, key: Any, offsets: list[int]) -> None:
         q = self._outstanding.get(key)
@@ -61,6 +59,15 @@ class OldAio:
         rewound = self._rewound.get(tp)
         return not (rewound is not None and fetched_in < rewound[0]
                     and int(delivery.offset) >= rewound[1])
+
+
+class OldAio(_OldTracking):
+    """aio.py's _KafkaSubscription bookkeeping: ack() + _advance() + _keep_highest()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group = "g"
+        self._pending: dict[Any, int] = {}
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         if self.group is None or not deliveries:
@@ -121,31 +128,13 @@ _POSITION = attrgetter("position")
 _OFFSET = attrgetter("offset")
 
 
-class OldConfluent:
+class OldConfluent(_OldTracking):
     """confluent/consumer.py's thread-side fold: _apply()."""
 
     def __init__(self) -> None:
-        self._outstanding: dict[Key, deque[int]] = {}
-        self._done: dict[Key, set[int]] = {}
+        super().__init__()
         self._to_commit: dict[Key, int] = {}
-        self._revoked_at: dict[Key, int] = {}
-        self._rewound: dict[Key, tuple[int, int]] = {}
         self._changed_at = 0
-
-    def handed_out(self, key: Key, offsets: list[int]) -> None:
-        q = self._outstanding.get(key)
-        if q is None:
-            q = self._outstanding[key] = deque()
-            self._done[key] = set()
-        q.extend(offsets)
-
-    def owns(self, delivery: Delivery) -> bool:
-        key, fetched_in = delivery.position
-        if fetched_in < self._revoked_at.get(key, 0):
-            return False
-        rewound = self._rewound.get(key)
-        return not (rewound is not None and fetched_in < rewound[0]
-                    and int(delivery.offset) >= rewound[1])
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         outstanding, done_sets, to_commit = self._outstanding, self._done, self._to_commit
