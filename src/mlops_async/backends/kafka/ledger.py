@@ -150,7 +150,7 @@ class PartitionLedger(Generic[K]):
         """:meth:`ack` record by record, from ``deliveries[start]`` on."""
         outstanding, done_sets, to_commit = self._outstanding, self._done, self.to_commit
         changed = self.changed_at
-        touched: set[K] = set()
+        seen: set[K] = set()
         last_pos: object = None
         key: Any = None
         q: deque[int] | None = None
@@ -163,6 +163,7 @@ class PartitionLedger(Generic[K]):
                 key, fetched_in = pos
                 q = outstanding.get(key)
                 if q is not None:
+                    seen.add(key)
                     done = done_sets[key]
                     limit = self._owned_below(key, fetched_in) if fetched_in < changed else _ALL
             offset: int = d.offset  # type: ignore[assignment]
@@ -174,9 +175,10 @@ class PartitionLedger(Generic[K]):
                 to_commit[key] = offset + 1
             elif offset >= head:  # below the head: committable already
                 done.add(offset)
-                touched.add(key)
-        for key in touched:
-            self._settle(key)
+        for key in seen:
+            q = outstanding[key]
+            if q and q[0] in done_sets[key]:
+                self._settle(key)
 
     def _settle(self, key: K) -> None:
         """Move the acknowledged prefix of ``key`` out of its outstanding offsets."""
