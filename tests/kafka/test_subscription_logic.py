@@ -46,10 +46,17 @@ def sub_with(stub: StubConsumer) -> _KafkaSubscription:
     return _KafkaSubscription(KafkaBackend("h:9092"), stub, "g")  # type: ignore[arg-type]
 
 
-async def committed(sub: _KafkaSubscription) -> None:
-    """Commits go in the background: wait until the one in flight is done."""
-    while sub._committer is not None and not sub._committer.done():
-        await asyncio.wait([sub._committer])
+async def committed(stub: StubConsumer, expected: dict[TopicPartition, int]) -> None:
+    """Commits go in the background: wait until ``expected`` is the last one."""
+    async with asyncio.timeout(5):
+        while not stub.commits or stub.commits[-1] != expected:
+            await asyncio.sleep(0.005)
+
+
+def committing() -> list[asyncio.Task[object]]:
+    """The background commit tasks still running."""
+    return [t for t in asyncio.all_tasks()
+            if t.get_name() == "mlops_async.kafka.commit" and not t.done()]
 
 
 async def test_commits_only_the_acknowledged_prefix() -> None:
@@ -57,10 +64,10 @@ async def test_commits_only_the_acknowledged_prefix() -> None:
     sub = sub_with(stub)
     d = await sub.fetch(10, 0.1)
     await sub.ack([d[0], d[2]])  # 1 still in progress: only offset 0 is safe
-    await committed(sub)
+    await committed(stub, {TP: 1})
     assert stub.commits == [{TP: 1}]
     await sub.ack([d[1]])  # now 0..2 are done
-    await committed(sub)
+    await committed(stub, {TP: 3})
     assert stub.commits == [{TP: 1}, {TP: 3}]
 
 
@@ -71,13 +78,12 @@ async def test_acks_while_a_commit_is_in_flight_are_merged_and_flushed_at_close(
     await sub.ack(d[:2])  # a commit starts in the background
     await sub.ack(d[2:4])
     await sub.ack(d[4:5])  # both merged into one pending commit of the highest offset
-    await committed(sub)
-    assert stub.commits[-1] == {TP: 5}
+    await committed(stub, {TP: 5})
     assert len(stub.commits) <= 2
     await sub.ack(d[5:])
     await sub.close()  # the last acknowledgement is committed before close returns
     assert stub.commits[-1] == {TP: 6}
-    assert sub._committer is None or sub._committer.done()
+    assert not committing()
 
 
 async def test_a_failed_background_commit_is_sent_again() -> None:
@@ -94,10 +100,12 @@ async def test_a_failed_background_commit_is_sent_again() -> None:
     stub.commit = flaky  # type: ignore[method-assign]
     d = await sub.fetch(10, 0.1)
     await sub.ack(d[:1])
-    await committed(sub)
+    async with asyncio.timeout(5):
+        while fail:  # the commit is tried, and fails
+            await asyncio.sleep(0.005)
     assert stub.commits == []  # failed: kept pending, not forgotten
     await sub.ack(d[1:])
-    await committed(sub)
+    await committed(stub, {TP: 2})
     assert stub.commits == [{TP: 2}]
 
 
@@ -114,7 +122,7 @@ async def test_revoked_then_reassigned_partition() -> None:
     assert all(sub.owns(d) for d in after), "fetched after it came back: current"
     await sub.ack([before[1]])  # a stale ack is ignored, never committed
     await sub.ack(after)
-    await committed(sub)
+    await committed(stub, {TP: 3})
     assert stub.commits == [{TP: 1}, {TP: 3}]
 
 
@@ -126,7 +134,7 @@ async def test_acks_within_the_commit_interval_merge_into_one_commit() -> None:
     await asyncio.sleep(0)  # the committer sends the first at once
     for x in d[1:]:  # then waits out the interval while these come in
         await sub.ack([x])
-    await committed(sub)
+    await committed(stub, {TP: 4})
     assert stub.commits == [{TP: 1}, {TP: 4}]
     await sub.close()
 
@@ -149,8 +157,7 @@ async def test_a_revocation_between_commits_flushes_without_losing_other_partiti
     stub, sub, tp1 = await acks_pending_between_commits()
     await sub.revoked({TP})  # TP's acks are committed before it goes, at once
     assert stub.commits[-1] == {TP: 2}
-    await committed(sub)  # tp1's pending acks are not dropped with the stopped committer
-    assert stub.commits[-1] == {tp1: 2}
+    await committed(stub, {tp1: 2})  # not dropped with the stopped committer
     await sub.close()
 
 

@@ -30,7 +30,6 @@ import functools
 import inspect
 import logging
 import ssl
-from collections import deque
 from collections.abc import Sequence
 from itertools import islice
 from typing import Any, NoReturn
@@ -57,7 +56,6 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 
-from ...endpoint import redact, split_url
 from ...errors import (
     AuthenticationError,
     BusError,
@@ -80,7 +78,10 @@ from ..base import (
     reraise,
     translate,
 )
+from .ledger import PartitionLedger
+from .pacing import CommitPacer
 from .partitioning import RoundRobin, round_robin_wanted
+from .url import URL_PARAMS, check_plaintext_sasl, parse_url
 
 __all__ = ["KafkaBackend"]
 
@@ -143,11 +144,6 @@ _LIBRARY_OPTIONS = {
     "ssl_keyfile",
     "ssl_password",
 }
-_URL_PARAMS = ("sasl_mechanism", "security_protocol")
-
-# The background committer sends at most one commit this often (acks merge meanwhile);
-# revocations and close flush at once.
-_COMMIT_EVERY = 0.05
 
 _PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
@@ -282,7 +278,7 @@ class KafkaBackend(Backend):
     @classmethod
     def option_names(cls) -> frozenset[str]:
         return (_PRODUCER_PARAMS | _CONSUMER_PARAMS | _ADMIN_PARAMS | frozenset(_LIBRARY_OPTIONS)
-                | frozenset(_OWNED) | frozenset(_URL_PARAMS))
+                | frozenset(_OWNED) | frozenset(URL_PARAMS))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaBackend:
@@ -292,33 +288,8 @@ class KafkaBackend(Backend):
         says ``SCRAM-SHA-256``/``SCRAM-SHA-512``) over TLS (``SASL_SSL``), or
         over plain TCP with ``allow_plaintext_sasl=True``.
         """
-        base, creds, params = split_url(url)
-        servers = base.split("://", 1)[1].split("/", 1)[0]
-        if not servers:
-            raise ConfigurationError(f"no broker address in {redact(url)!r}")
-        for key, value in params.items():
-            if key not in _URL_PARAMS:
-                raise ConfigurationError(
-                    f"unknown parameter {key!r} in a Kafka URL (known: {', '.join(_URL_PARAMS)})"
-                )
-            options.setdefault(key, value)
-        if creds is not None:
-            if "sasl_plain_username" in options or "sasl_plain_password" in options:
-                raise ConfigurationError(
-                    "credentials are both in the URL and in sasl_plain_username/"
-                    "sasl_plain_password: give them once"
-                )
-            if creds.password is None:
-                raise ConfigurationError(
-                    "a Kafka URL with a user needs a password: kafka://user:password@host:9092"
-                )
-            options["sasl_plain_username"] = creds.user
-            options["sasl_plain_password"] = creds.password
-            options.setdefault("sasl_mechanism", "PLAIN")
-            options.setdefault(
-                "security_protocol",
-                "SASL_PLAINTEXT" if options.get("allow_plaintext_sasl") else "SASL_SSL",
-            )
+        servers = parse_url(url, options, user="sasl_plain_username",
+                            password="sasl_plain_password")
         return cls(servers, **options)
 
     def __repr__(self) -> str:  # never shows credentials
@@ -347,13 +318,7 @@ class KafkaBackend(Backend):
                 "security_protocol", "SASL_SSL" if "sasl_mechanism" in options else "SSL"
             )
         protocol = str(options.get("security_protocol", "PLAINTEXT")).upper()
-        mechanism = str(options.get("sasl_mechanism", "")).upper()
-        if mechanism == "PLAIN" and protocol != "SASL_SSL" and not allow_plain:
-            raise ConfigurationError(
-                "SASL PLAIN without TLS would send the password in clear text; use "
-                "security_protocol='SASL_SSL' (with ssl_cafile=... or ssl_context=...) or pass "
-                "allow_plaintext_sasl=True if the network is trusted"
-            )
+        check_plaintext_sasl(str(options.get("sasl_mechanism", "")), protocol, allow_plain)
         if protocol in ("SSL", "SASL_SSL") and "ssl_context" not in options and not sec:
             sec["ssl_context"] = create_ssl_context()
         return sec
@@ -723,56 +688,32 @@ class _KafkaSubscription(Subscription):
         self.group = group
         self.listener = _Listener(self)
         self.epoch = 0
-        # The epoch at which each partition was last taken away. A delivery
-        # carries the epoch it was fetched in: one fetched before its partition
-        # was revoked is stale (the new owner reads it again), one fetched after
-        # the partition came back is current.
-        self._revoked_at: dict[TopicPartition, int] = {}
-        # Offsets handed out and not yet acknowledged, in order, per partition.
-        self._outstanding: dict[TopicPartition, deque[int]] = {}
-        self._done: dict[TopicPartition, set[int]] = {}
-        # Partitions rewound by nack(): (epoch of the rewind, offset sought back to).
-        self._rewound: dict[TopicPartition, tuple[int, int]] = {}
-        # Commits go in the background, one at a time: next offsets acknowledged and not
-        # sent yet, and the task sending them. Flushed before a revocation and at close.
-        self._pending: dict[TopicPartition, int] = {}
+        # Offsets handed out, acknowledged and due for commit; ownership by epoch.
+        self._ledger: PartitionLedger[TopicPartition] = PartitionLedger()
+        # Commits go in the background, one at a time (the ledger's to_commit merges acks
+        # meanwhile). Flushed before a revocation and at close.
         self._committer: asyncio.Task[None] | None = None
         self._sending = False  # the committer is waiting for the broker (not between commits)
         self._flushing = 0  # flushes waiting for the committer's commit in flight
-        self._next_commit = 0.0  # loop time before which the committer lets acks merge
+        self._pacer = CommitPacer()  # on the loop's clock
         self._closed = False
 
     def owns(self, delivery: Delivery) -> bool:
-        tp, fetched_in = delivery.position
-        if fetched_in < self._revoked_at.get(tp, 0):
-            return False
-        rewound = self._rewound.get(tp)
-        # Fetched before a rewind at or below it: it is read again, this copy is stale.
-        return not (rewound is not None and fetched_in < rewound[0]
-                    and int(delivery.offset) >= rewound[1])
+        return self._ledger.owns(delivery)
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Seek each partition back to its lowest nacked offset: Kafka redelivers from
         there (the records after it in that partition too: at-least-once)."""
-        lowest: dict[TopicPartition, int] = {}
-        for d in deliveries:
-            if self.owns(d):
-                tp = d.position[0]
-                lowest[tp] = min(lowest.get(tp, int(d.offset)), int(d.offset))
-        if not lowest:
-            return
-        self.epoch += 1  # the Consumer drops what it buffered past the rewind
-        for tp, offset in lowest.items():
+        moved: dict[TopicPartition, int] = {}
+        for tp, offset in self._ledger.lowest(deliveries).items():
             try:
                 self.consumer.seek(tp, offset)
             except Exception as exc:  # the partition moved on meanwhile: its new owner reads it
                 log.debug("nack: cannot seek %s: %r", tp, exc)
                 continue
-            self._rewound[tp] = (self.epoch, offset)
-            q = self._outstanding.get(tp)
-            if q is not None:
-                self._outstanding[tp] = deque(o for o in q if o < offset)
-                self._done[tp] = {o for o in self._done[tp] if o < offset}
+            moved[tp] = offset
+        # A new epoch: the Consumer drops what it buffered past the rewind.
+        self.epoch = self._ledger.rewound(moved)
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         # Everything acknowledged was committed at ack time; what was not will be
@@ -782,13 +723,7 @@ class _KafkaSubscription(Subscription):
         finally:
             # Even if that commit failed: what was fetched from these partitions is
             # stale now (the new owner reads it again from the last commit).
-            self.epoch += 1
-            for tp in revoked:
-                self._outstanding.pop(tp, None)
-                self._done.pop(tp, None)
-                self._rewound.pop(tp, None)
-                self._pending.pop(tp, None)
-                self._revoked_at[tp] = self.epoch
+            self.epoch = self._ledger.forget(revoked)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         try:
@@ -800,15 +735,11 @@ class _KafkaSubscription(Subscription):
         except Exception as exc:
             _raise(exc, "fetch")
         out: list[Delivery] = []
-        track = self.group is not None
+        track = self._ledger.handed_out if self.group is not None else None
         epoch = self.epoch
         for tp, recs in data.items():
-            if track:
-                q = self._outstanding.get(tp)
-                if q is None:
-                    q = self._outstanding[tp] = deque()
-                    self._done[tp] = set()
-                q.extend([r.offset for r in recs])
+            if track is not None:
+                track(tp).extend([r.offset for r in recs])
             topic, part = tp.topic, tp.partition
             position = (tp, epoch)  # one per partition and fetch: ack() folds runs of it
             # A list comprehension: cheaper per record than a generator fed to extend.
@@ -818,61 +749,12 @@ class _KafkaSubscription(Subscription):
         return out
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Fold acknowledgements into the ledger; the background committer sends them."""
         if self.group is None or not deliveries:
             return
-        outstanding, done_sets = self._outstanding, self._done
-        # In-order acknowledgements (the usual case) leave the queue at once; the
-        # highest per partition is committed. Ownership is looked up once per run of
-        # one partition's fetch (they share one position tuple).
-        heads: dict[TopicPartition, int] = {}
-        last_pos: object = None
-        tp: Any = None
-        q: deque[int] | None = None
-        done: set[int] = set()
-        check = False
-        for d in deliveries:
-            pos = d.position
-            if pos is not last_pos:
-                last_pos = pos
-                tp, fetched_in = pos
-                q = None
-                if fetched_in >= self._revoked_at.get(tp, 0):
-                    q = outstanding.get(tp)
-                    done = done_sets.get(tp, done)
-                    rewound = self._rewound.get(tp)
-                    check = rewound is not None and fetched_in < rewound[0]
-            if q is None or (check and not self.owns(d)):
-                continue  # its partition moved on: the new owner commits it
-            offset = d.offset
-            if q and offset == q[0] and not done:
-                q.popleft()
-                heads[tp] = offset
-            else:
-                done.add(offset)  # type: ignore[arg-type]
-        offsets = self._advance(heads=heads)
-        if offsets:
-            self._commit_soon(offsets)
-
-    def _advance(self, only: set[TopicPartition] | None = None,
-                 heads: dict[TopicPartition, int] | None = None) -> dict[TopicPartition, int]:
-        """The next offset to commit per partition whose acknowledged prefix grew."""
-        offsets: dict[TopicPartition, int] = {}
-        for tp, q in self._outstanding.items():
-            if only is not None and tp not in only:
-                continue
-            done = self._done[tp]
-            last = heads.get(tp) if heads else None
-            while q and q[0] in done:
-                last = q.popleft()
-                done.discard(last)
-            if last is not None:
-                offsets[tp] = last + 1
-        return offsets
-
-    def _commit_soon(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit in the background: ``ack`` returns without a round trip to the broker."""
-        _keep_highest(self._pending, offsets)
-        self._start_committer()
+        self._ledger.ack(deliveries)
+        if self._ledger.to_commit:
+            self._start_committer()
 
     def _start_committer(self) -> None:
         if not self._closed and (self._committer is None or self._committer.done()):
@@ -881,21 +763,19 @@ class _KafkaSubscription(Subscription):
 
     async def _commit_pending(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            # At most one commit every _COMMIT_EVERY: acks made meanwhile merge into it.
-            # A commit per fetched batch cost the loop a request and its answer every
-            # few milliseconds on a busy stream.
-            delay = self._next_commit - loop.time()
+        ledger, pacer = self._ledger, self._pacer
+        while ledger.to_commit:
+            delay = pacer.wait(loop.time())  # acks made meanwhile merge into the next commit
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue  # a flush may have sent them meanwhile
-            offsets, self._pending = self._pending, {}
-            self._next_commit = loop.time() + _COMMIT_EVERY
+            offsets = ledger.take()
+            pacer.sent(loop.time())
             self._sending = True
             try:
                 await self._commit(offsets)
             except BusError as exc:
-                _keep_highest(self._pending, offsets)  # sent again with the next commit
+                ledger.restore(offsets)  # sent again with the next commit
                 log.warning("commit deferred: %s", exc)
                 return
             finally:
@@ -911,21 +791,19 @@ class _KafkaSubscription(Subscription):
                 if self._sending:  # a commit is on its way: ours goes after it, never before
                     self._flushing += 1  # the committer stops after it
                     try:
-                        await asyncio.wait([committer])  # a failure goes back in pending
+                        await asyncio.wait([committer])  # a failure goes back in the ledger
                     finally:
                         self._flushing -= 1
                 else:  # between commits: what it would send goes now, with ours
                     committer.cancel()
                     await asyncio.gather(committer, return_exceptions=True)
-            offsets = self._advance(only)
-            _keep_highest(offsets, {tp: self._pending.pop(tp) for tp in list(self._pending)
-                                    if only is None or tp in only})
+            offsets = self._ledger.take(only)
             if offsets:
                 await self._commit(offsets)
         finally:
             # Acks the committer stopped above would have sent (other partitions', or all
             # of them if this flush was cancelled) get a committer again.
-            if self._pending:
+            if self._ledger.to_commit:
                 self._start_committer()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -990,10 +868,3 @@ def _fill(batch: Any, records: Sequence[Record], start: int) -> int:
         n += 1
     batch._relative_offset = n
     return n - first
-
-
-def _keep_highest(into: dict[TopicPartition, int], offsets: dict[TopicPartition, int]) -> None:
-    """Merge next offsets to commit: a partition keeps the highest (commits never go back)."""
-    for tp, offset in offsets.items():
-        if offset > into.get(tp, -1):
-            into[tp] = offset

@@ -32,7 +32,6 @@ from typing import Any, NoReturn, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from ....endpoint import redact, split_url
 from ....errors import AuthenticationError, BusError, BusUnavailable, ConfigurationError
 from ...base import (
     Backend,
@@ -44,6 +43,7 @@ from ...base import (
     TopicInfo,
 )
 from ..partitioning import RoundRobin, round_robin_wanted
+from ..url import check_plaintext_sasl, parse_url
 from .admin import ConfluentAdmin
 from .consumer import ConfluentSubscription
 from .errors import AUTH_CODES, librdkafka_log, raise_ours, to_ours
@@ -55,7 +55,6 @@ __all__ = ["ConfluentBackend"]
 log = logging.getLogger("mlops_async.confluent")
 T = TypeVar("T")
 
-_URL_PARAMS = ("sasl_mechanism", "security_protocol")
 # Values never shown in an error message.
 _SECRETS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
             "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config",
@@ -142,15 +141,9 @@ class ConfluentBackend(Backend):
         poll_records = library.get("max_poll_records")
         self._max_poll_records = int(poll_records) if poll_records else None
         conf = {k: v for k, v in conf.items() if v is not None}  # None: aiokafka's "not set"
-        protocol = str(conf.get("security.protocol", "")).upper()
-        mechanism = str(conf.get("sasl.mechanism", conf.get("sasl.mechanisms", ""))).upper()
-        if mechanism == "PLAIN" and protocol != "SASL_SSL" and not library.get(
-            "allow_plaintext_sasl"
-        ):
-            raise ConfigurationError(
-                "SASL PLAIN without TLS would send the password in clear text; use "
-                "security_protocol='SASL_SSL' or pass allow_plaintext_sasl=True if the "
-                "network is trusted")
+        protocol = str(conf.get("security.protocol", ""))
+        mechanism = str(conf.get("sasl.mechanism", conf.get("sasl.mechanisms", "")))
+        check_plaintext_sasl(mechanism, protocol, bool(library.get("allow_plaintext_sasl")))
         if "ssl.ca.location" in conf or "ssl.certificate.location" in conf:
             conf.setdefault("security.protocol", "SASL_SSL" if mechanism else "SSL")
         self._conf = conf
@@ -193,33 +186,7 @@ class ConfluentBackend(Backend):
         over plain TCP with ``allow_plaintext_sasl=True``. Raises
         :class:`ConfigurationError` for a malformed URL or unknown option.
         """
-        base, creds, params = split_url(url)
-        servers = base.split("://", 1)[1].split("/", 1)[0]
-        if not servers:
-            raise ConfigurationError(f"no broker address in {redact(url)!r}")
-        for key, value in params.items():
-            if key not in _URL_PARAMS:
-                raise ConfigurationError(
-                    f"unknown parameter {key!r} in a Kafka URL (known: {', '.join(_URL_PARAMS)})")
-            options.setdefault(key, value)
-        if creds is not None:
-            given = {"sasl_plain_username", "sasl_plain_password", "sasl.username",
-                     "sasl.password"} & set(options)
-            if given:
-                raise ConfigurationError(
-                    f"credentials are both in the URL and in {', '.join(sorted(given))}: "
-                    "give them once")
-            if creds.password is None:
-                raise ConfigurationError("a Kafka URL with a user needs a password: "
-                                         "kafka+confluent://user:password@host:9092")
-            options["sasl.username"] = creds.user
-            options["sasl.password"] = creds.password
-            if "sasl.mechanism" not in options:
-                options.setdefault("sasl_mechanism", "PLAIN")
-            if "security.protocol" not in options:
-                options.setdefault(
-                    "security_protocol",
-                    "SASL_PLAINTEXT" if options.get("allow_plaintext_sasl") else "SASL_SSL")
+        servers = parse_url(url, options, user="sasl.username", password="sasl.password")
         return cls(servers, **options)
 
     def __repr__(self) -> str:  # never shows credentials

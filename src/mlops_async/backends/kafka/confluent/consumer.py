@@ -24,8 +24,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import groupby, islice, repeat, starmap
-from operator import attrgetter
 from typing import Any
 
 from confluent_kafka import (
@@ -41,6 +39,8 @@ from confluent_kafka import (
 
 from ....errors import BusUnavailable
 from ...base import Delivery, OffsetReset, Subscription
+from ..ledger import PartitionLedger
+from ..pacing import CommitPacer
 from .errors import (
     DOWN_CODES,
     QUIET_CODES,
@@ -60,16 +60,8 @@ _Key = tuple[str, int]
 _Ack = tuple[str, Sequence[Delivery], "asyncio.Future[None] | None"]
 _Rewind = tuple[str, dict[_Key, int], "asyncio.Future[None] | None"]
 
-_POSITION = attrgetter("position")
-_OFFSET = attrgetter("offset")
-
 # The longest a fetch waits inside librdkafka before it looks at its inbox again.
 _SLICE = 0.1
-# Fetch jobs commit asynchronously at most this often: one OffsetCommit per fetched
-# batch cost ~0.45 us a record on the thread (measured), and every record the thread
-# spends is one the loop waits for. Acknowledgements are still folded at once; a
-# deferred commit goes with a later fetch, or a job of its own (see _serve_soon).
-_COMMIT_EVERY = 0.05
 
 
 class ConfluentSubscription(Subscription):
@@ -105,22 +97,21 @@ class ConfluentSubscription(Subscription):
         self._on_close = on_close
         self._thread = ClientThread("confluent-consumer")
         self._loop = asyncio.get_running_loop()
-        # Thread-side state: only the consumer's thread reads or writes these.
-        self._outstanding: dict[_Key, deque[int]] = {}  # handed out, in order
-        self._done: dict[_Key, set[int]] = {}  # acknowledged, not yet a prefix
-        self._to_commit: dict[_Key, int] = {}  # next offset to commit
+        # Thread-side state: only the consumer's thread writes these. The ledger's
+        # ownership (owns(), changed_at) is read on the loop too: it writes what owns()
+        # reads before a new epoch is made public.
+        self._ledger: PartitionLedger[_Key] = PartitionLedger()
         self._committed: dict[_Key, int] = {}  # what the broker confirmed
         self._sent: dict[_Key, int] = {}  # what asynchronous commits sent
         self._assigned: set[_Key] = set()
         self._unassigned: list[str] = []  # broadcast topics whose partitions are unknown yet
         self._next_lookup = 0.0
-        # Written on the thread before ``epoch`` grows, read on the loop by owns().
-        self._revoked_at: dict[_Key, int] = {}
-        self._rewound: dict[_Key, tuple[int, int]] = {}  # nack: (epoch, offset sought to)
-        # The epoch of the last revocation or rewind: deliveries fetched since are owned.
-        self._changed_at = 0
         self._inbox: deque[_Ack | _Rewind] = deque()
-        self._next_commit = 0.0  # monotonic time before which fetch jobs defer commits
+        # Fetch jobs commit asynchronously at most once an interval (monotonic clock):
+        # every record the thread spends on a commit is one the loop waits for.
+        # Acknowledgements are still folded at once; a deferred commit goes with a later
+        # fetch, or a job of its own (see _serve_soon).
+        self._pacer = CommitPacer()
         # True while a fetch job deferred a commit (written on the thread, read on the
         # loop as a hint: see _defer and _serve_soon).
         self._deferred = False
@@ -140,13 +131,7 @@ class ConfluentSubscription(Subscription):
                       f"cannot subscribe to {self.topics}")
 
     def owns(self, delivery: Delivery) -> bool:
-        key, fetched_in = delivery.position
-        if fetched_in < self._revoked_at.get(key, 0):
-            return False
-        rewound = self._rewound.get(key)
-        # Fetched before a rewind at or below it: it is read again, this copy is stale.
-        return not (rewound is not None and fetched_in < rewound[0]
-                    and int(delivery.offset) >= rewound[1])
+        return self._ledger.owns(delivery)
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         return await self.ack_and_fetch((), max_records, timeout)
@@ -182,7 +167,7 @@ class ConfluentSubscription(Subscription):
         if exc is not None:
             raise_ours(exc, "fetch")
         got = job.result()
-        if got and got[0].position[1] < self._changed_at:
+        if got and got[0].position[1] < self._ledger.changed_at:
             # Fetched ahead, then a rewind or revocation came: drop the stale copies
             # (the Consumer only checks what it holds when the epoch changes).
             got = [d for d in got if self.owns(d)]
@@ -194,7 +179,7 @@ class ConfluentSubscription(Subscription):
         """Hand acknowledgements to the consumer's thread, which commits them asynchronously.
 
         Returns at once: the next fetch job folds them in and commits first
-        thing (at most every ``_COMMIT_EVERY`` s), or a job of their own does
+        thing (at most once a commit interval), or a job of their own does
         within ``_SLICE`` s when no fetch comes. A commit the broker refuses is
         sent again with the next one; what was acknowledged is committed
         synchronously before partitions are revoked and at close. Waiting here
@@ -212,7 +197,7 @@ class ConfluentSubscription(Subscription):
         """On the loop, asked by the thread: a commit was deferred; it goes with a later
         fetch, or with a job of its own if none comes (a slow loop body)."""
         if self._kick is None and not self._closing:
-            self._kick = self._loop.call_later(_COMMIT_EVERY, self._serve_soon)
+            self._kick = self._loop.call_later(self._pacer.every, self._serve_soon)
 
     def _serve_soon(self) -> None:
         """Commit waiting acknowledgements if no fetch job is there to do it."""
@@ -228,11 +213,7 @@ class ConfluentSubscription(Subscription):
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Seek each partition back to its lowest nacked offset: Kafka redelivers from
         there (the records after it in that partition too: at-least-once)."""
-        lowest: dict[_Key, int] = {}
-        for d in deliveries:
-            if self.owns(d):
-                key = d.position[0]
-                lowest[key] = min(lowest.get(key, int(d.offset)), int(d.offset))
+        lowest = self._ledger.lowest(deliveries)
         if lowest and not self._closing:
             await self._ask("rewind", lowest, "nack")
 
@@ -314,7 +295,7 @@ class ConfluentSubscription(Subscription):
         c = self.consumer
         deadline = time.monotonic() + timeout
         while True:
-            if self._inbox or (self._deferred and time.monotonic() >= self._next_commit):
+            if self._inbox or (self._deferred and self._pacer.wait(time.monotonic()) <= 0):
                 self._serve_inbox(asynchronous=True, throttle=True)
             if self._unassigned and time.monotonic() >= self._next_lookup:
                 self._assign_broadcast()
@@ -336,8 +317,7 @@ class ConfluentSubscription(Subscription):
         out: list[Delivery] = []
         append = out.append
         epoch = self.epoch  # after consume(): a revocation inside it is already counted
-        track = self.group is not None
-        outstanding = self._outstanding
+        track = self._ledger.handed_out if self.group is not None else None
         last_topic: str | None = None
         last_part: int | None = None
         position: tuple[_Key, int] | None = None
@@ -353,11 +333,8 @@ class ConfluentSubscription(Subscription):
                 last_topic, last_part = topic, part
                 key = (topic or "", part or 0)
                 position = (key, epoch)  # one tuple per partition and batch
-                if track:
-                    q = outstanding.get(key)
-                    if q is None:
-                        q = outstanding[key] = deque()
-                        self._done[key] = set()
+                if track is not None:  # one ledger call a run; offsets appended inline
+                    q = track(key)
             if q is not None:
                 q.append(offset)  # type: ignore[arg-type]
             kind, ts = m.timestamp()
@@ -388,8 +365,8 @@ class ConfluentSubscription(Subscription):
         With waiters (``nack()``) the commit is synchronous and each waiter
         hears how it went; otherwise it is asynchronous (``_on_commit`` puts
         back what failed, to go with the next commit). ``throttle`` (fetch
-        jobs): an asynchronous commit within ``_COMMIT_EVERY`` of the last one
-        is deferred, its offsets kept in ``_to_commit``.
+        jobs): an asynchronous commit within the pacer's interval of the last
+        one is deferred, its offsets kept in the ledger.
         """
         waiters: list[asyncio.Future[None]] = []
         inbox = self._inbox
@@ -398,16 +375,16 @@ class ConfluentSubscription(Subscription):
             if isinstance(payload, dict):
                 self._rewind(payload)
             else:
-                self._apply(payload)
+                self._ledger.ack(payload)
             if fut is not None:
                 waiters.append(fut)
         if asynchronous and not waiters:
             now = time.monotonic()
-            if throttle and now < self._next_commit:
-                if self._to_commit:
+            if throttle and self._pacer.wait(now) > 0:
+                if self._ledger.to_commit:
                     self._defer()
                 return
-            self._next_commit = now + _COMMIT_EVERY
+            self._pacer.sent(now)
         self._deferred = False
         error: BaseException | None = None
         try:
@@ -419,7 +396,7 @@ class ConfluentSubscription(Subscription):
                 self._loop.call_soon_threadsafe(self._resolve, fut, error)
 
     def _defer(self) -> None:
-        """Thread side: offsets wait in ``_to_commit``; make sure a commit comes for them
+        """Thread side: offsets wait in the ledger; make sure a commit comes for them
         even if no fetch does (the loop kicks ``_serve_soon``)."""
         if self._deferred:
             return  # asked already: the kick, or the job it starts, is on its way
@@ -427,58 +404,9 @@ class ConfluentSubscription(Subscription):
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             self._loop.call_soon_threadsafe(self._kick_deferred)
 
-    def _apply(self, deliveries: Sequence[Delivery]) -> None:
-        """Fold acknowledgements into the committable prefix of each partition.
-
-        Deliveries of one partition and fetch share one ``position``: they are
-        taken in runs of it (``groupby``), and a run that is exactly the head of
-        its partition's outstanding offsets (acknowledged in order, the common
-        case) leaves it in one comparison, not record by record.
-        """
-        outstanding, done_sets, to_commit = self._outstanding, self._done, self._to_commit
-        changed = self._changed_at
-        touched = set()
-        for (key, fetched_in), group in groupby(deliveries, _POSITION):
-            q = outstanding.get(key)
-            if q is None:
-                continue  # its partition moved on: read again by its new owner
-            if fetched_in < changed:  # owned only if owns() says so, record by record
-                group = filter(self.owns, group)
-            offsets = list(map(_OFFSET, group))
-            n = len(offsets)
-            if not n or not q:
-                continue
-            done = done_sets[key]
-            if not done and offsets[0] == q[0] and n <= len(q) and offsets == list(islice(q, n)):
-                if n == len(q):
-                    q.clear()
-                else:  # n calls of popleft() in C: deque(maxlen=0) only drains the iterator
-                    deque(starmap(q.popleft, repeat((), n)), maxlen=0)
-                to_commit[key] = offsets[-1] + 1
-                continue
-            for offset in offsets:
-                if not q:
-                    break
-                head = q[0]
-                if offset == head and not done:  # in order
-                    q.popleft()
-                    to_commit[key] = head + 1
-                elif isinstance(offset, int) and offset >= head:  # below: committed already
-                    done.add(offset)
-                    touched.add(key)
-        for key in touched:
-            q, done = outstanding[key], done_sets[key]
-            last = None
-            while q and q[0] in done:
-                last = q.popleft()
-                done.discard(last)
-            if last is not None:
-                to_commit[key] = last + 1
-
     def _rewind(self, lowest: dict[_Key, int]) -> None:
         """nack(): seek back; the loop drops what it buffered past the rewind."""
-        epoch = self.epoch + 1
-        moved = False
+        moved: dict[_Key, int] = {}
         for key, offset in lowest.items():
             if key not in self._assigned:
                 continue  # the partition moved on: its new owner reads it
@@ -487,56 +415,56 @@ class ConfluentSubscription(Subscription):
             except KafkaException as exc:
                 log.debug("nack: cannot seek %s: %r", key, exc)
                 continue
-            self._rewound[key] = (epoch, offset)  # before the epoch grows: see owns()
-            moved = True
-            q = self._outstanding.get(key)
-            if q is not None:
-                self._outstanding[key] = deque(o for o in q if o < offset)
-                self._done[key] = {o for o in self._done[key] if o < offset}
-        if moved:
-            self._changed_at = self.epoch = epoch
+            moved[key] = offset
+        self.epoch = self._ledger.rewound(moved)
 
     def _commit(self, only: set[_Key] | None = None, asynchronous: bool = False) -> None:
-        """Commit ``_to_commit`` (for the partitions in ``only``, if given).
+        """Commit what the ledger has due (for the partitions in ``only``, if given).
 
         A synchronous commit also sends again what asynchronous ones sent and the
         broker has not confirmed yet, so after it returns the broker has everything
-        acknowledged (before a rebalance, at close).
+        acknowledged (before a rebalance, at close). What fails goes back in the
+        ledger, to go with the next commit.
         """
-        to_commit, sent, committed = self._to_commit, self._sent, self._committed
+        ledger, sent, committed = self._ledger, self._sent, self._committed
         if not asynchronous:
-            for key, offset in sent.items():
-                if ((only is None or key in only) and offset > committed.get(key, -1)
-                        and offset > to_commit.get(key, -1)):
-                    to_commit[key] = offset
-        offsets = [TopicPartition(t, p, o) for (t, p), o in to_commit.items()
-                   if only is None or (t, p) in only]
+            ledger.restore({key: offset for key, offset in sent.items()
+                            if (only is None or key in only)
+                            and offset > committed.get(key, -1)})
+        offsets = ledger.take(only)
         if not offsets:
             return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             if asynchronous:
-                self.consumer.commit(offsets=offsets, asynchronous=True)
-                results = offsets
+                self.consumer.commit(offsets=tps, asynchronous=True)
+                results = tps
             else:
-                results = self.consumer.commit(offsets=offsets, asynchronous=False) or offsets
+                results = self.consumer.commit(offsets=tps, asynchronous=False) or tps
         except KafkaException as exc:
             if code(exc) not in REBALANCED_CODES:
-                raise  # kept in _to_commit: sent again with the next commit
+                ledger.restore(offsets)
+                raise
             log.warning("commit skipped after a rebalance (%s); records may be redelivered", exc)
-            results = offsets
+            results = tps
         done = sent if asynchronous else committed
+        confirmed: dict[_Key, int] = {}
+        error: KafkaError | None = None
         for tp in results:
             key = (tp.topic, tp.partition)
             if tp.error is not None and tp.error.code() not in REBALANCED_CODES:
-                raise KafkaException(tp.error)
-            if to_commit.get(key) == tp.offset:
-                del to_commit[key]
-            done[key] = max(done.get(key, -1), tp.offset)
+                ledger.restore({key: tp.offset})
+                error = error or tp.error
+                continue
+            confirmed[key] = done[key] = max(done.get(key, -1), tp.offset)
+        ledger.confirm(confirmed)
+        if error is not None:
+            raise KafkaException(error)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """librdkafka's commit report (inside consume()): note what the broker confirmed,
         put back what an asynchronous commit lost (never below a confirmed offset)."""
-        committed, to_commit = self._committed, self._to_commit
+        committed = self._committed
         if err is not None and err.code() in REBALANCED_CODES:
             return  # the partitions moved on: their new owner commits
         for tp in partitions:
@@ -547,8 +475,8 @@ class ConfluentSubscription(Subscription):
                 tp.error is not None and tp.error.code() not in REBALANCED_CODES)
             if not failed:
                 committed[key] = max(committed.get(key, -1), offset)
-            elif offset > committed.get(key, -1) and offset > to_commit.get(key, -1):
-                to_commit[key] = offset
+            elif offset > committed.get(key, -1):
+                self._ledger.restore({key: offset})
         if err is not None:
             log.debug("asynchronous commit failed (%s); sent again with the next one",
                       err.str())
@@ -579,19 +507,12 @@ class ConfluentSubscription(Subscription):
         if not keys:
             return
         self.revocations += 1
-        # revoked_at first: the loop reads epoch, then owns(); a delivery fetched
-        # before this revocation must already read as stale when it sees the new epoch.
-        epoch = self.epoch + 1
         for key in keys:
-            self._revoked_at[key] = epoch
             self._assigned.discard(key)
-            self._outstanding.pop(key, None)
-            self._done.pop(key, None)
-            self._to_commit.pop(key, None)
             self._committed.pop(key, None)
             self._sent.pop(key, None)
-            self._rewound.pop(key, None)
-        self._changed_at = self.epoch = epoch
+        # The ledger marks them stale before the loop can see the new epoch.
+        self.epoch = self._ledger.forget(keys)
 
     def _close(self) -> None:
         try:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from ....errors import ConfigurationError
+from ..url import URL_PARAMS
 
 __all__ = [
     "LIBRARY_OPTIONS",
@@ -156,7 +157,6 @@ LIBRARY_OPTIONS = frozenset({
     # Java client's choice, as on kafka://), so librdkafka's own partitioner is ours.
     "partitioner",
 })
-_URL_PARAMS = ("sasl_mechanism", "security_protocol")
 
 
 def _dotted(name: str) -> str | None:
@@ -174,7 +174,7 @@ def option_names() -> frozenset[str]:
     aliases = {k.replace(".", "_") for k in PROPERTIES if "." in k}
     return (frozenset(PROPERTIES) | frozenset(_CALLBACKS) | frozenset(_RENAMED)
             | frozenset(aliases) | frozenset(OWNED) | frozenset(_OWNED_ALIASES)
-            | LIBRARY_OPTIONS | frozenset(_URL_PARAMS))
+            | LIBRARY_OPTIONS | frozenset(URL_PARAMS))
 
 
 def _value(name: str, value: Any) -> Any:
