@@ -326,6 +326,7 @@ class MemoryBroker:
 
 class _MemorySubscription(Subscription):
     cheap_ack = True  # in-process, and publishers waiting for room need acks promptly
+    releases = True  # put first in the group's line, for whichever member fetches next
 
     def __init__(self, bus: MemoryBroker, group: _Group, member: int, topics: list[str]) -> None:
         self._bus = bus
@@ -372,6 +373,9 @@ class _MemorySubscription(Subscription):
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._bus.nack(self._group, self._member, deliveries)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self.nack(deliveries)
 
     async def close(self) -> None:
         if not self._closed:
