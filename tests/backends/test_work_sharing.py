@@ -92,6 +92,12 @@ async def test_a_member_that_read_ahead_while_fast_hands_back_when_slow(share_bu
     assert all(c >= n // 4 for c in counts), counts
 
 
+async def test_a_lone_member_that_hands_back_still_reads_in_order(share_bus: Bus) -> None:
+    # What it hands back, it takes again before anything newer (nobody else wants it).
+    (handled,) = await run_members(share_bus, 1, 6, fast=300)
+    assert handled == list(range(300, 306))
+
+
 # -- what the backend is asked for (the memory bus, recording its fetches) ----------
 
 

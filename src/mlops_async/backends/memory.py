@@ -326,7 +326,6 @@ class MemoryBroker:
 
 class _MemorySubscription(Subscription):
     cheap_ack = True  # in-process, and publishers waiting for room need acks promptly
-    releases = True  # put first in the group's line, for whichever member fetches next
 
     def __init__(self, bus: MemoryBroker, group: _Group, member: int, topics: list[str]) -> None:
         self._bus = bus
@@ -335,6 +334,9 @@ class _MemorySubscription(Subscription):
         self._topics = topics
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        # Released deliveries go first in the group's line, for whichever member
+        # fetches next; a private group has no other member to take them.
+        self.releases = not group.private
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         if self._closed:

@@ -689,7 +689,7 @@ class _GroupSubscription(_RedisSubscription):
         if ahead is not None and len(self._spill) > ahead:
             extra, self._spill = self._spill[ahead:], self._spill[:ahead]
             try:
-                await self._give_back(extra)
+                await self.nack(extra)
             except BusUnavailable:
                 self._spill += extra  # still pending here: handed out later instead
 
@@ -707,8 +707,9 @@ class _GroupSubscription(_RedisSubscription):
             self._handed.difference_update(ids)
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
-            await self._give_back(deliveries)
+        # As nack: any member's next claim takes them, this one's first of all (a
+        # lone member reads them again before anything newer: order kept).
+        await self.nack(deliveries)
 
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
         self._handed.update([d.position for d in deliveries])
