@@ -8,9 +8,13 @@ ahead while its stream was fast hands back what it cannot start once it slows.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -177,3 +181,12 @@ async def test_batches_hold_one_batch_ahead_of_a_slow_caller() -> None:
             if got == 40:
                 break
     assert {size for size, _ in backend.fetches} == {10}, backend.fetches
+
+
+def test_the_docs_example_shares_its_work() -> None:
+    script = Path(__file__).resolve().parents[2] / "docs_src" / "work_sharing.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    counts = ast.literal_eval(proc.stdout.split("handled per member:", 1)[1].strip())
+    assert all(abs(c - 4) <= 1 for c in counts.values()), counts

@@ -66,3 +66,17 @@ async def test_replicas_of_a_slow_stage_each_do_their_share(
     n = 4 * replicas * concurrency
     counts = [len(h) for h in await share(url, replicas, n, concurrency)]
     assert all(abs(c - n / replicas) <= 1 for c in counts), counts
+
+
+async def test_an_app_takes_prefetch_window_as_a_consumer_option() -> None:
+    app = App("windowed", url="memory://windowed", consumer_options={"prefetch_window": 0.5},
+              heartbeat=None)
+    app.queue("in", value="t")
+
+    @app.handler(input="in")
+    async def noop(msg: MLOpsMessage) -> None:
+        return None
+
+    async with app:
+        (route,) = app._routes
+        assert route.consumer is not None and route.consumer.prefetch_window == 0.5
