@@ -565,8 +565,8 @@ class _GroupSubscription(_RedisSubscription):
                 return self._hand(await self._lost_reply_guard(self._screen(out)))
             self._own_pending = False
         if self._spill:
+            await self._trim_spill(max_records)
             batch, self._spill = self._spill[:max_records], self._spill[max_records:]
-            await self._trim_spill()
             return self._hand(batch)
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_claim:
@@ -624,8 +624,9 @@ class _GroupSubscription(_RedisSubscription):
             # An earlier read that found nothing: read now, waiting up to timeout.
             return await self._read(max_records, timeout)
         if len(batch) > max_records:  # a read-ahead sized by an earlier, larger call
-            batch, self._spill = batch[:max_records], batch[max_records:]
-            await self._trim_spill()
+            self._spill = batch
+            await self._trim_spill(max_records)  # not handed out: kept in _spill if it fails
+            batch, self._spill = self._spill[:max_records], self._spill[max_records:]
         ahead = max_records if self.read_ahead is None else self.read_ahead
         if batch and ahead > 0 and not self._closed:
             # The next read goes out now, before this batch is used: the server
@@ -683,15 +684,20 @@ class _GroupSubscription(_RedisSubscription):
             task.cancel()
             await asyncio.wait((task,))
 
-    async def _trim_spill(self) -> None:
-        """Hand back what was read ahead beyond the Consumer's window (it became slower)."""
-        ahead = self.read_ahead
-        if ahead is not None and len(self._spill) > ahead:
-            extra, self._spill = self._spill[ahead:], self._spill[:ahead]
+    async def _trim_spill(self, taken: int) -> None:
+        """Hand back what was read ahead beyond the Consumer's window (it became slower):
+        of ``_spill``, the ``taken`` about to be handed out and ``read_ahead`` more stay."""
+        if self.read_ahead is None:
+            return
+        keep = taken + self.read_ahead
+        if len(self._spill) > keep:
+            extra, self._spill = self._spill[keep:], self._spill[:keep]
             try:
                 await self.nack(extra)
-            except BusUnavailable:
+            except BaseException as exc:
                 self._spill += extra  # still pending here: handed out later instead
+                if not isinstance(exc, BusUnavailable):
+                    raise
 
     async def _give_back(self, deliveries: Sequence[Delivery]) -> None:
         """Mark entries idle past ``claim_idle_ms`` (JUSTID keeps their delivery counts),
