@@ -65,13 +65,14 @@ class Consumer(AsyncResource, Generic[M]):
     acknowledges only on :meth:`commit`. Keyword arguments the library does
     not know are handed to the broker client.
 
-    ``prefetch_window`` bounds what the consumer holds read and not yet
-    acknowledged to about that many seconds of its caller's work, measured as
-    it goes (at least one message, or one batch, beyond the one in hand; at
+    ``prefetch_window`` bounds what a member of a ``group`` holds read and not
+    yet acknowledged to about that many seconds of its caller's work, measured
+    as it goes (at least one message, or one batch, beyond the one in hand; at
     most ``prefetch`` per fetch): a fast stream gets full batches, and the
     members of a group that works slowly share its messages. When the caller
     becomes slower, messages it read and never started go back to the group
-    where the broker allows (memory, Redis, PostgreSQL).
+    where the broker allows (memory, Redis, PostgreSQL). A consumer without a
+    group reads ``prefetch`` at a time: nobody else could take its messages.
     """
 
     def __init__(
@@ -823,6 +824,10 @@ class Consumer(AsyncResource, Generic[M]):
         Called with the buffer empty, once per fetch: the time since the last batch
         landed, over the messages handed out since, is the caller's pace.
         """
+        if self.group is None:
+            # Alone (broadcast): nobody else could take what it holds, so a full fetch.
+            sub.read_ahead = None
+            return self._prefetch
         self._ahead = ahead if room is None else 0
         if self._landed:
             handed = self.received - self._landed_at

@@ -155,6 +155,18 @@ async def test_a_fast_stream_fetches_full_batches_and_reads_ahead_as_much() -> N
     assert set(backend.fetches[1:]) == {(500, 500)}, backend.fetches
 
 
+async def test_a_consumer_without_a_group_fetches_full_batches_whatever_its_pace() -> None:
+    backend = _Recording("alone")
+    await fill("memory://alone", "t", 8)
+    async with Consumer(backend=backend, topic="t", prefetch=500,
+                        auto_offset_reset="earliest") as c:
+        async for msg in c:
+            await asyncio.sleep(0.05)  # slow, but nobody else could take its messages
+            if msg.additional_arguments["i"] == 7:
+                break
+    assert {size for size, _ in backend.fetches} == {500}, backend.fetches
+
+
 async def test_a_slow_caller_holds_one_message_ahead_and_nothing_read_ahead() -> None:
     backend = _Recording("one-ahead")
     await fill("memory://one-ahead", "t", 8)
