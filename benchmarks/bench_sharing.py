@@ -174,7 +174,9 @@ def main() -> None:
     members = [int(m) for m in args.members.split(",")]
     rows = asyncio.run(main_async(args.backends.split(","), members, args.slow,
                                   args.per_member))
-    print(table(rows, ["group", "case", "n", "makespan_s", "ideal_s", "x_ideal", "counts"]))
+    shown = [{**r, "makespan_s": f"{r['makespan_s']:.2f}", "x_ideal": f"{r['x_ideal']:.2f}"}
+             for r in rows]
+    print(table(shown, ["group", "case", "n", "makespan_s", "ideal_s", "x_ideal", "counts"]))
     print(f"saved {save('sharing', rows, {'slow_s': args.slow, 'per_member': args.per_member})}")
 
 
