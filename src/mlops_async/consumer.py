@@ -68,7 +68,8 @@ class Consumer(AsyncResource, Generic[M]):
     ``prefetch_window`` bounds what a member of a ``group`` holds read and not
     yet acknowledged to about that many seconds of its caller's work, measured
     as it goes (at least one message, or one batch, beyond the one in hand; at
-    most ``prefetch`` per fetch): a fast stream gets full batches, and the
+    most ``prefetch`` per fetch; a ``get_messages`` poll without ``max_messages``
+    takes what is there): a fast stream gets full batches, and the
     members of a group that works slowly share its messages. When the caller
     becomes slower, messages it read and never started go back to the group
     where the broker allows (memory, Redis, PostgreSQL). A consumer without a
@@ -699,7 +700,10 @@ class Consumer(AsyncResource, Generic[M]):
             async with self._lock:
                 await self._ack_finished()
         if not self._buf:
-            await self._refill(wait_for_topics=False, timeout=timeout, asked=max_messages or 1)
+            # No max_messages: a poll takes what is there (up to prefetch), as it always
+            # did; with one, the read window sizes the fetch beyond it.
+            await self._refill(wait_for_topics=False, timeout=timeout,
+                               asked=max_messages or self._prefetch)
         if self._sub is not None and self._sub.epoch != self._epoch:
             self._drop_revoked()
         if self._poison:

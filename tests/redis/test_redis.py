@@ -134,13 +134,10 @@ async def test_restart_under_the_same_name_rereads_its_pending_first(redis_url: 
     await crash(be)
     async with Consumer(redis_url, topic=topic, group=group, consumer_name="worker-1",
                         auto_offset_reset="earliest") as c:
-        got: list[MLOpsMessage] = []
-        for _ in range(20):  # each poll holds what the read window allows
-            got += await c.get_messages(timeout=1)
-            if len(got) >= 10:
-                break
-    # Its own pending entries (the first ``held``) come first, then the new ones.
-    assert ids(got) == list(range(10))
+        first = await c.get_messages(timeout=1)
+        rest = await c.get_messages(timeout=1)
+    assert ids(first) == list(range(held))
+    assert ids(rest) == list(range(held, 10))
 
 
 async def test_poison_message_goes_to_dead_letters_after_max_deliveries(redis_url: str) -> None:
