@@ -102,13 +102,21 @@ def broker(kind: str, given: str | None = None) -> Iterator[str]:
     if given:
         yield given
         return
-    from mlops_async.testing.brokers import redis_server, tansu_server
+    from mlops_async.testing.brokers import postgres_server, redis_server, tansu_server
 
-    server = tansu_server() if kind == "kafka" else redis_server()
+    if kind == "postgresql":
+        pg = postgres_server()
+        if pg is None:
+            raise SystemExit("no PostgreSQL binaries (apt-get install postgresql)")
+        server = pg
+    else:
+        server = tansu_server() if kind == "kafka" else redis_server()
     server.start()
     try:
         if kind == "kafka":
             yield f"kafka://127.0.0.1:{server.port}"
+        elif kind == "postgresql":
+            yield f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
         else:
             yield f"redis://127.0.0.1:{server.port}/0"
     finally:

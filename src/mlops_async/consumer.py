@@ -53,6 +53,7 @@ from .errors import (
 )
 from .message import MLOpsMessage
 from .tracing import Tracing, appeared, resolve, trace_context
+from .window import ReadWindow, split
 
 __all__ = ["Consumer"]
 
@@ -80,6 +81,16 @@ class Consumer(AsyncResource, Generic[M]):
     topic's dead-letter queue with good records). ``commit="manual"``
     acknowledges only on :meth:`commit`. Keyword arguments the library does
     not know are handed to the broker client.
+
+    ``prefetch_window`` bounds what a member of a ``group`` holds read and not
+    yet acknowledged to about that many seconds of its caller's work, measured
+    as it goes (at least one message, or one batch, beyond the one in hand; at
+    most ``prefetch`` per fetch; a ``get_messages`` poll without ``max_messages``
+    takes what is there): a fast stream gets full batches, and the
+    members of a group that works slowly share its messages. When the caller
+    becomes slower, messages it read and never started go back to the group
+    where the broker allows (memory, Redis, PostgreSQL). A consumer without a
+    group reads ``prefetch`` at a time: nobody else could take its messages.
     """
 
     def __init__(
@@ -94,6 +105,7 @@ class Consumer(AsyncResource, Generic[M]):
         schema: type[M] = _DEFAULT_SCHEMA,
         max_message_size: int | None = None,
         prefetch: int = 1000,
+        prefetch_window: float = 1.0,
         poll_timeout: float = 1.0,
         commit: Literal["auto", "manual"] = "auto",
         commit_interval: float = 1.0,
@@ -114,6 +126,8 @@ class Consumer(AsyncResource, Generic[M]):
             raise ConfigurationError("on_invalid must be 'dead_letter' or 'raise'")
         if prefetch < 1:
             raise ConfigurationError("prefetch must be at least 1")
+        if not prefetch_window >= 0:
+            raise ConfigurationError("prefetch_window must be a number of seconds, 0 or more")
         # The seed's spelling: group_id=..., as aiokafka calls it.
         group = group or client_options.pop("group_id", None)
         if peek and group:
@@ -136,6 +150,18 @@ class Consumer(AsyncResource, Generic[M]):
         # A consumer's codec limit never changes after this (a Producer's may: see start).
         self._fast_decode, self._fast_limit, self._fast_topic = self._codec.fast_path()
         self._prefetch = prefetch
+        self._window = ReadWindow(prefetch_window, prefetch)
+        # The caller's pace is measured from when a fetched batch landed (time, received)
+        # to when the buffer is empty again; 0.0: no batch landed since the last refill.
+        self._landed = 0.0
+        self._landed_at = 0
+        self._refills = 0
+        self._ahead = 1  # what the caller holds beyond what it asks for: 1, a batch, or 0
+        # Between refills a timer checks the pace and hands back what the caller cannot
+        # start within the window: (time, received, refills) at its last look.
+        self._watcher: asyncio.TimerHandle | None = None
+        self._watched = (0.0, 0, 0)
+        self._release_task: asyncio.Task[None] | None = None
         self._poll_timeout = poll_timeout
         self._auto = commit == "auto"
         self._commit_interval = commit_interval
@@ -196,6 +222,11 @@ class Consumer(AsyncResource, Generic[M]):
         return self._sub is not None and not self._outage.active and not self._closed
 
     @property
+    def prefetch_window(self) -> float:
+        """Seconds of the caller's work the consumer holds read ahead (see the class doc)."""
+        return self._window.seconds
+
+    @property
     def commit_interval(self) -> float:
         """Longest time a processed message waits for its acknowledgement to be sent."""
         return self._commit_interval
@@ -211,6 +242,7 @@ class Consumer(AsyncResource, Generic[M]):
         self._loop = asyncio.get_running_loop()
         self._last_ack = time.monotonic()
         self._tick()
+        self._watch()
         try:
             if self._backend is None:
                 self._backend = await open_backend(
@@ -256,6 +288,8 @@ class Consumer(AsyncResource, Generic[M]):
         self._stop_ticker()
         if self._ack_task is not None:
             await asyncio.gather(self._ack_task, return_exceptions=True)
+        if self._release_task is not None:
+            await asyncio.gather(self._release_task, return_exceptions=True)
         try:
             if processed and self._auto:
                 self._finish_in_hand()
@@ -463,19 +497,27 @@ class Consumer(AsyncResource, Generic[M]):
         return list(zip(msgs, deliveries, strict=True))
 
     async def receive_batch(
-        self, max_messages: int, max_wait: float
+        self, max_messages: int, max_wait: float, *, room: int | None = None
     ) -> tuple[list[M], list[Delivery]]:
-        """:meth:`receive_many` as two lists, messages and their deliveries (no pairs built)."""
-        return await self._take(max_messages, max_wait, wait=True)
+        """:meth:`receive_many` as two lists, messages and their deliveries (no pairs built).
 
-    async def receive_deliveries(self, max_messages: int, max_wait: float) -> list[Delivery]:
+        ``room``: for code that runs messages on concurrent workers and times them
+        itself (the consumer cannot): how many its workers can start within the read
+        window; a fetch then reads that many, not what the consumer's own measure says.
+        """
+        return await self._take(max_messages, max_wait, wait=True, room=room)
+
+    async def receive_deliveries(self, max_messages: int, max_wait: float, *,
+                                 room: int | None = None) -> list[Delivery]:
         """:meth:`receive_batch` without decoding: deliveries in hand, for code that
         decodes each one itself when it gets to it (:meth:`decode`, :meth:`invalid`).
 
         Decoding late keeps a message's decode, handling and re-encode close
         together (the engine's workers), and holds bytes rather than objects.
+        ``room`` as for :meth:`receive_batch`.
         """
-        return (await self._take(max_messages, max_wait, wait=True, decode=False))[1]
+        return (await self._take(max_messages, max_wait, wait=True, decode=False,
+                                 room=room))[1]
 
     def decode(self, d: Delivery) -> M:
         """The message in ``d``; raises :class:`DecodeError` or :class:`MessageTooLarge`
@@ -492,13 +534,14 @@ class Consumer(AsyncResource, Generic[M]):
         await self._invalid(d, exc)
 
     async def _take(self, n: int, max_wait: float, *, wait: bool, decode: bool = True,
-                    hold: bool = False) -> tuple[list[M], list[Delivery]]:
+                    hold: bool = False, room: int | None = None
+                    ) -> tuple[list[M], list[Delivery]]:
         # Messages count as in hand only once the batch is returned: until then a
         # cancellation or a close puts them back, so none is acknowledged unseen.
         msgs: list[M] = []
         deliveries: list[Delivery] = []
         try:
-            await self._collect(msgs, deliveries, n, max_wait, wait, decode)
+            await self._collect(msgs, deliveries, n, max_wait, wait, decode, room)
         except BaseException:
             self._buf.extendleft(reversed(deliveries))
             raise
@@ -511,7 +554,8 @@ class Consumer(AsyncResource, Generic[M]):
         return msgs, deliveries
 
     async def _collect(self, msgs: list[M], deliveries: list[Delivery], n: int,
-                       max_wait: float, wait: bool, decode_now: bool = True) -> None:
+                       max_wait: float, wait: bool, decode_now: bool = True,
+                       room: int | None = None) -> None:
         decode, decode_many = self._codec.decode, self._codec.decode_many
         add_msg, add_delivery = msgs.append, deliveries.append
         loop = asyncio.get_running_loop()
@@ -552,15 +596,20 @@ class Consumer(AsyncResource, Generic[M]):
             else:
                 if len(deliveries) >= n or self._closed:
                     return
+                # A batch consumer holds one batch ahead; a caller that says its room
+                # holds what it said.
+                asked, ahead = n - len(deliveries), (n if room is None else 0)
                 if deliveries:
                     if deadline is None:
                         deadline = loop.time() + max_wait
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         return
-                    await self._refill(wait_for_topics=False, timeout=remaining)
+                    await self._refill(wait_for_topics=False, timeout=remaining,
+                                       asked=asked, ahead=ahead, room=room)
                 else:
-                    await self._refill(wait_for_topics=wait)
+                    await self._refill(wait_for_topics=wait, asked=asked, ahead=ahead,
+                                       room=room)
 
     @property
     def envelope(self) -> Delivery | None:
@@ -686,7 +735,10 @@ class Consumer(AsyncResource, Generic[M]):
             async with self._lock:
                 await self._ack_finished()
         if not self._buf:
-            await self._refill(wait_for_topics=False, timeout=timeout)
+            # No max_messages: a poll takes what is there (up to prefetch), as it always
+            # did; with one, the read window sizes the fetch beyond it.
+            await self._refill(wait_for_topics=False, timeout=timeout,
+                               asked=max_messages or self._prefetch)
         if self._sub is not None and self._sub.epoch != self._epoch:
             self._drop_revoked()
         if self._poison:
@@ -722,6 +774,7 @@ class Consumer(AsyncResource, Generic[M]):
             "dead_lettered": self.dead_lettered,
             "tombstones": self.tombstones,
             "buffered": len(self._buf),
+            "pace": self._window.pace,
             "unacknowledged": len(self._inflight) + len(self._finished) + len(self._batch)
             + (self._held is not None),
             "outage": self._outage.active,
@@ -795,6 +848,79 @@ class Consumer(AsyncResource, Generic[M]):
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    # -- the read window ------------------------------------------------------
+
+    def _in_hand(self) -> int:
+        return len(self._inflight) + len(self._batch) + (self._held is not None)
+
+    def _fetch_size(self, sub: Subscription, asked: int, ahead: int, room: int | None) -> int:
+        """How many records the next fetch asks for; sets what the backend may read ahead.
+
+        Called with the buffer empty, once per fetch: the time since the last batch
+        landed, over the messages handed out since, is the caller's pace.
+        """
+        if self.group is None:
+            # Alone (broadcast): nobody else could take what it holds, so a full fetch.
+            sub.read_ahead = None
+            return self._prefetch
+        self._ahead = ahead if room is None else 0
+        if self._landed:
+            handed = self.received - self._landed_at
+            if handed > 0:
+                self._window.observe(time.monotonic() - self._landed, handed)
+            self._landed = 0.0  # time spent waiting for the broker is not the caller's
+        if room is None:
+            want, read_ahead = self._window.fetch(self._in_hand(), asked + ahead)
+        else:
+            want, read_ahead = split(room, asked, self._prefetch)
+        sub.read_ahead = read_ahead
+        return want
+
+    def _watch(self) -> None:
+        """Between fetches: if the caller went slower than the window allows for what
+        is buffered, hand what it cannot start within the window back to the group.
+
+        A timer rather than a clock read per message, so a fast stream pays nothing.
+        """
+        self._watcher = None
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        now, received, refills = time.monotonic(), self.received, self._refills
+        since, seen, refilled = self._watched
+        if self._buf and refills == refilled and since:
+            # Buffered all along since the last look: the caller set the pace alone.
+            self._window.observe(now - since, received - seen)
+            sub = self._sub
+            in_hand = self._in_hand()
+            keep = max(self._ahead, 1 if in_hand == 0 else 0,
+                       self._window.room(in_hand))
+            excess = len(self._buf) - keep
+            if (excess > 0 and sub is not None and sub.releases
+                    and (self._release_task is None or self._release_task.done())):
+                back = [self._buf.pop() for _ in range(excess)]
+                back.reverse()
+                self._release_task = loop.create_task(
+                    self._release_unstarted(sub, back), name="mlops_async.consumer.release")
+        self._watched = (now, received, refills)
+        self._watcher = loop.call_later(max(0.05, self._window.seconds / 2), self._watch)
+
+    async def _release_unstarted(self, sub: Subscription, back: list[Delivery]) -> None:
+        try:
+            async with self._lock:
+                if self._sub is not sub:
+                    return  # resubscribed or closed meanwhile: the group has them again
+                await sub.release(back)
+            log.debug("read window: handed %d unstarted message(s) back to the group",
+                      len(back))
+        except Exception as exc:  # still ours: handed out here later instead
+            log.debug("read window: could not hand messages back: %r", exc)
+            if self._sub is sub:
+                self._buf.extend(back)
 
     async def _ack_in_background(self) -> None:
         try:
@@ -827,7 +953,10 @@ class Consumer(AsyncResource, Generic[M]):
             self._topics_set.set()
         await self._topics_set.wait()
 
-    async def _refill(self, *, wait_for_topics: bool, timeout: float | None = None) -> None:
+    async def _refill(self, *, wait_for_topics: bool, timeout: float | None = None,
+                      asked: int = 1, ahead: int = 1, room: int | None = None) -> None:
+        """Fetch into the empty buffer: what the read window allows, at least ``asked``
+        plus ``ahead`` (or, given ``room`` by a caller that paces itself, that many)."""
         if not self._started:
             await self.start()
         check_loop(self, self._loop)
@@ -848,6 +977,7 @@ class Consumer(AsyncResource, Generic[M]):
                     assert self._sub is not None
                 sub = self._sub
                 wait = self._poll_timeout if timeout is None else timeout
+                want = self._fetch_size(sub, asked, ahead, room)
                 due = self._finished and (
                     sub.cheap_ack
                     or len(self._finished) >= self._prefetch
@@ -860,7 +990,7 @@ class Consumer(AsyncResource, Generic[M]):
                 cancels = task.cancelling() if task is not None else 0
                 try:
                     # One call, so a backend can send the acks with the next read.
-                    batch = await sub.ack_and_fetch(finished, self._prefetch, wait)
+                    batch = await sub.ack_and_fetch(finished, want, wait)
                 except BaseException:
                     self._finished[:0] = finished  # not acknowledged: try again later
                     raise
@@ -890,6 +1020,9 @@ class Consumer(AsyncResource, Generic[M]):
                 if self._trace is None and self._tracing is None:  # once per batch
                     assert self._backend is not None
                     self._trace = appeared(None, self._backend.scheme, "consumer")
+                if batch:
+                    self._refills += 1
+                    self._landed, self._landed_at = time.monotonic(), self.received
                 return
         if wait_for_topics:  # iteration retries
             await asyncio.sleep(delay)
@@ -900,7 +1033,8 @@ class Consumer(AsyncResource, Generic[M]):
         if end - loop.time() > 0:
             await asyncio.sleep(min(delay, end - loop.time()))
             if end - loop.time() > 0 and not self._closed:
-                await self._refill(wait_for_topics=False, timeout=end - loop.time())
+                await self._refill(wait_for_topics=False, timeout=end - loop.time(),
+                                   asked=asked, ahead=ahead, room=room)
 
     async def _invalid(self, d: Delivery, exc: DecodeError | MessageTooLarge) -> None:
         """Deal with a delivery the codec refused: skip a tombstone, dead-letter the rest."""

@@ -263,3 +263,39 @@ def test_xack_is_packed_like_redis_py_packs_it() -> None:
     ours = _pack_xack(b"mlops:t", b"group", ids)
     theirs = b"".join(Connection().pack_command("XACK", b"mlops:t", b"group", *ids))
     assert ours == theirs
+
+
+async def test_a_read_ahead_asks_only_for_what_the_window_allows(redis_url: str) -> None:
+    topic, group = name("win"), name("g")
+    await produce(redis_url, topic, 20)
+    be, sub = await open_sub(redis_url, topic, group)
+    try:
+        sub.read_ahead = 0  # a slow caller's window: nothing beyond what it fetched
+        got = await sub.fetch(2, 1.0)
+        await asyncio.sleep(0.2)  # a read sent ahead would have taken entries by now
+        assert len(got) == 2 and len(await pending_ids(redis_url, topic, group)) == 2
+        sub.read_ahead = 3  # then faster: the read sent with the next batch asks for 3
+        got += await sub.fetch(2, 1.0)
+        await read_ahead_took_entries(redis_url, topic, group, 4)
+        assert len(await pending_ids(redis_url, topic, group)) == 4 + 3
+    finally:
+        await sub.close()
+        await be.close()
+
+
+async def test_a_slow_member_holds_about_one_entry_ahead(redis_url: str) -> None:
+    from mlops_async import Consumer
+
+    topic, group = name("slow"), name("g")
+    await produce(redis_url, topic, 20)
+    held: list[int] = []
+    async with Consumer(redis_url, topic=topic, group=group, auto_offset_reset="earliest",
+                        prefetch_window=0.2) as c:
+        async for msg in c:
+            await asyncio.sleep(0.2)
+            held.append(len(await pending_ids(redis_url, topic, group)))
+            if msg.additional_arguments["i"] == 7:
+                break
+    # In hand, one ahead, and the last finished one until its XACK goes with the next
+    # read; never the whole backlog.
+    assert max(held) <= 3, held

@@ -50,6 +50,8 @@ ErrorHook = Callable[[BaseException, Any], Any]
 
 # Consumer arguments an app sets for each input: a queue's options may not override them.
 _CONSUMER_ARGS = frozenset({"topic", "group", "schema", "commit", "on_invalid"})
+# The Consumer's own keywords (prefetch, prefetch_window...): not broker options.
+_CONSUMER_OWN = frozenset(inspect.signature(Consumer.__init__).parameters)
 
 
 class App:
@@ -96,7 +98,8 @@ class App:
         self.client_options: dict[str, Any] = dict(client_options or {})
         if self.url is not None:  # known now: a wrong option fails here, not at start
             self.client_options = check_options(self.url, self.client_options)
-            check_options(self.url, {**self.client_options, **(consumer_options or {})})
+            check_options(self.url, {**self.client_options, **{
+                k: v for k, v in (consumer_options or {}).items() if k not in _CONSUMER_OWN}})
         self._sleep = sleep
         self._consumer_options = consumer_options or {}
         self._routes: list[Route] = []

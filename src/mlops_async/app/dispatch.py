@@ -4,6 +4,12 @@ Messages with a key are pinned to one worker (``hash(key) % workers``), so
 messages of one key are handled one after another, in arrival order; keyless
 ones go to whichever worker is free. A pump that fails is restarted with
 backoff; one that cannot go on reports to the app, which stops.
+
+A pump reads only what its workers can start within the consumer's read
+window (``prefetch_window``): its free workers (a batch handler: one batch),
+and as many more as the workers' measured pace gets through in the window.
+So a fast handler's pump reads full batches, and the replicas of a slow
+stage share its inputs instead of one replica holding them all.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +26,7 @@ from .._client import Backoff
 from ..backends import Delivery
 from ..errors import BusError, DecodeError, MessageTooLarge
 from ..metrics import Metrics
+from ..window import ReadWindow
 from .route import Route
 
 __all__ = ["PUMP_MAX_RESTARTS", "RUN", "Dispatcher", "Slots"]
@@ -30,6 +38,9 @@ PUMP_MAX_RESTARTS = 5
 
 #: At most this many inputs a worker takes at once (a run: see Outcomes.handle_run).
 RUN = 64
+
+# A pump's read window has no cap of its own: the consumer's prefetch caps each fetch.
+_MOST = 1 << 20
 
 Handle = Callable[[Route, Any, Delivery], Awaitable[None]]
 HandleRun = Callable[[list[tuple[Route, Delivery]]], Awaitable[None]]
@@ -205,14 +216,21 @@ class Dispatcher:
         assert consumer is not None
         workers, shared, idle, sem = self._workers, self._shared, self._idle, self._sem
         n = len(workers)
+        window = route.window = ReadWindow(consumer.prefetch_window, _MOST)
         while True:
+            # Free workers, or what the workers' pace starts within the window.
+            room = max(n, window.room(0)) - route.held
+            if room <= 0:
+                await self._room_freed(route)
+                continue
             # What is buffered, at once: one call and no wait per message. Workers
             # decode each input when they get to it (decode, handle, encode in a row).
-            ds = await consumer.receive_deliveries(RUN, 0.0)
+            ds = await consumer.receive_deliveries(min(RUN, room), 0.0, room=room)
             if not ds:
                 return  # closed
             backoff.reset()
             k = len(ds)
+            route.held += k
             if sem.free >= k and not sem.waiters and all(d.key is None for d in ds):
                 # The common case in one pass: room for all, no keys.
                 sem.free -= k
@@ -241,9 +259,13 @@ class Dispatcher:
         """A batch handler's pump: take a batch, run it, then take the next (in order)."""
         consumer = route.consumer
         assert consumer is not None and route.batch_size is not None
+        size = route.batch_size
+        window = route.window = ReadWindow(consumer.prefetch_window, _MOST)
         while not self._draining:
             try:
-                msgs, ds = await consumer.receive_batch(route.batch_size, route.batch_wait)
+                # This batch, and as many more as the handler's pace runs in the window.
+                msgs, ds = await consumer.receive_batch(
+                    size, route.batch_wait, room=max(size, window.room(0)))
             except (DecodeError, MessageTooLarge) as exc:
                 bad = exc.delivery
                 assert isinstance(bad, Delivery)
@@ -254,10 +276,12 @@ class Dispatcher:
                 return  # closed
             backoff.reset()
             self._batch_busy.add(route.name)
+            started = time.monotonic()
             try:
                 await self._handle_batch(route, msgs, ds)
             finally:
                 self._batch_busy.discard(route.name)
+            window.observe(time.monotonic() - started, len(msgs))
 
     # -- workers ----------------------------------------------------------------
 
@@ -276,6 +300,7 @@ class Dispatcher:
                     k = min(len(shared), self._share)
                     items = [shared.popleft() for _ in range(k)]
                 w.busy = k
+                started = time.monotonic()
                 try:
                     await handle_run(items)
                 except asyncio.CancelledError:
@@ -287,6 +312,7 @@ class Dispatcher:
                 finally:
                     w.busy = 0
                     self._sem.release_many(k)
+                    self._finished(items, time.monotonic() - started)
                 continue
             if queue:
                 route, d = queue.popleft()
@@ -300,6 +326,7 @@ class Dispatcher:
                     idle.remove(w)
                 continue
             w.busy = 1
+            started = time.monotonic()
             try:
                 assert route.consumer is not None
                 try:
@@ -317,3 +344,28 @@ class Dispatcher:
             finally:
                 w.busy = 0
                 self._sem.release()
+                self._finished([(route, d)], time.monotonic() - started)
+
+    def _finished(self, items: list[tuple[Route, Delivery]], elapsed: float) -> None:
+        """Inputs a worker finished: their pumps may read more, and the workers' pace
+        (per input, over all workers, as the consumer's window counts it) is folded in."""
+        route = items[0][0]
+        if len(self._routes) == 1:
+            route.held -= len(items)
+        else:
+            for r, _ in items:
+                r.held -= 1
+        if route.window is not None:
+            route.window.observe(elapsed, len(items) * len(self._workers))
+        for r in self._routes if len(self._routes) > 1 else (route,):
+            fut = r.room_freed
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def _room_freed(self, route: Route) -> None:
+        """Wait until a worker finishes one of ``route``'s inputs."""
+        fut = route.room_freed = asyncio.get_running_loop().create_future()
+        try:
+            await fut
+        finally:
+            route.room_freed = None

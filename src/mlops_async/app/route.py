@@ -10,6 +10,7 @@ from typing import Any
 from .._client import Backoff
 from ..consumer import Consumer
 from ..errors import BusError
+from ..window import ReadWindow
 
 __all__ = ["AppFailed", "Handler", "OutputError", "Route"]
 
@@ -42,3 +43,8 @@ class Route:
     consumer: Consumer[Any] | None = None
     pump: asyncio.Task[None] | None = None
     last_error: str | None = None
+    #: Inputs handed to workers and not finished; the pump reads only what the
+    #: workers can start within the consumer's read window (``window``: their pace).
+    held: int = 0
+    window: ReadWindow | None = None
+    room_freed: asyncio.Future[None] | None = None

@@ -207,6 +207,11 @@ class Subscription(ABC):
     #: True when deliveries carry the broker's delivery count (``Delivery.attempts``):
     #: the Consumer then dead-letters records handed out too many times.
     counts_deliveries: bool = False
+    #: Records a backend may read ahead beyond what a fetch returns (the Consumer
+    #: sets it from its read window before each fetch); None: as many as the fetch asked.
+    read_ahead: int | None = None
+    #: True when :meth:`release` hands records back to the group's other members.
+    releases: bool = False
 
     def owns(self, delivery: Delivery) -> bool:
         """False once ``delivery`` belongs to another group member."""
@@ -236,6 +241,12 @@ class Subscription(ABC):
 
         A backend that cannot raises :class:`NotSupported`; unacknowledged
         deliveries still come back after a crash or a rebalance.
+        """
+        raise NotSupported(f"{type(self).__name__} cannot hand deliveries back")
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand back deliveries this member read but never started, for another member
+        to take now (its read window shrank). Only called when :attr:`releases` is True.
         """
         raise NotSupported(f"{type(self).__name__} cannot hand deliveries back")
 

@@ -334,6 +334,9 @@ class _MemorySubscription(Subscription):
         self._topics = topics
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        # Released deliveries go first in the group's line, for whichever member
+        # fetches next; a private group has no other member to take them.
+        self.releases = not group.private
 
     async def fetch(self, max_records: int, timeout: float) -> list[Delivery]:
         if self._closed:
@@ -372,6 +375,9 @@ class _MemorySubscription(Subscription):
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         if deliveries:
             self._bus.nack(self._group, self._member, deliveries)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        await self.nack(deliveries)
 
     async def close(self) -> None:
         if not self._closed:

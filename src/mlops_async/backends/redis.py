@@ -515,6 +515,7 @@ class _BroadcastSubscription(_RedisSubscription):
 class _GroupSubscription(_RedisSubscription):
     cheap_ack = True  # an XACK round trip overlaps the read-ahead in flight
     counts_deliveries = True  # re-read and claimed entries carry XPENDING's count
+    releases = True  # marked idle, as close() hands entries back: the next claim takes them
 
     def __init__(self, backend: RedisBackend, keys: list[str], group: str, name: str) -> None:
         super().__init__(backend, keys)
@@ -564,6 +565,7 @@ class _GroupSubscription(_RedisSubscription):
                 return self._hand(await self._lost_reply_guard(self._screen(out)))
             self._own_pending = False
         if self._spill:
+            await self._trim_spill(max_records)
             batch, self._spill = self._spill[:max_records], self._spill[max_records:]
             return self._hand(batch)
         loop = asyncio.get_running_loop()
@@ -622,12 +624,15 @@ class _GroupSubscription(_RedisSubscription):
             # An earlier read that found nothing: read now, waiting up to timeout.
             return await self._read(max_records, timeout)
         if len(batch) > max_records:  # a read-ahead sized by an earlier, larger call
-            batch, self._spill = batch[:max_records], batch[max_records:]
-        if batch and not self._closed:
+            self._spill = batch
+            await self._trim_spill(max_records)  # not handed out: kept in _spill if it fails
+            batch, self._spill = self._spill[:max_records], self._spill[max_records:]
+        ahead = max_records if self.read_ahead is None else self.read_ahead
+        if batch and ahead > 0 and not self._closed:
             # The next read goes out now, before this batch is used: the server
             # serves it while the Consumer decodes this one.
             try:
-                await self._start_read(max_records, timeout)
+                await self._start_read(ahead, timeout)
             except BusUnavailable:
                 pass  # raised by the next fetch, after it re-read the pending list
             except asyncio.CancelledError:
@@ -678,6 +683,39 @@ class _GroupSubscription(_RedisSubscription):
         if task is not None:
             task.cancel()
             await asyncio.wait((task,))
+
+    async def _trim_spill(self, taken: int) -> None:
+        """Hand back what was read ahead beyond the Consumer's window (it became slower):
+        of ``_spill``, the ``taken`` about to be handed out and ``read_ahead`` more stay."""
+        if self.read_ahead is None:
+            return
+        keep = taken + self.read_ahead
+        if len(self._spill) > keep:
+            extra, self._spill = self._spill[keep:], self._spill[:keep]
+            try:
+                await self.nack(extra)
+            except BaseException as exc:
+                self._spill += extra  # still pending here: handed out later instead
+                if not isinstance(exc, BusUnavailable):
+                    raise
+
+    async def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Mark entries idle past ``claim_idle_ms`` (JUSTID keeps their delivery counts),
+        so the next claim pass of any member takes them."""
+        be = self.backend
+        redis = be._client()
+        by_key: dict[Any, list[Any]] = {}
+        for d in deliveries:
+            by_key.setdefault(be.key(d.topic), []).append(d.position)
+        for key, ids in by_key.items():
+            await be._run("nack", redis.xclaim(key, self.group, self.name, 0, ids,
+                                               idle=be.claim_idle_ms + 1000, justid=True))
+            self._handed.difference_update(ids)
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        # As nack: any member's next claim takes them, this one's first of all (a
+        # lone member reads them again before anything newer: order kept).
+        await self.nack(deliveries)
 
     def _hand(self, deliveries: list[Delivery]) -> list[Delivery]:
         self._handed.update([d.position for d in deliveries])
@@ -840,15 +878,7 @@ class _GroupSubscription(_RedisSubscription):
         re-read them here at the next fetch."""
         if not deliveries:
             return
-        be = self.backend
-        redis = be._client()
-        by_key: dict[Any, list[Any]] = {}
-        for d in deliveries:
-            by_key.setdefault(be.key(d.topic), []).append(d.position)
-        for key, ids in by_key.items():
-            await be._run("nack", redis.xclaim(key, self.group, self.name, 0, ids,
-                                               idle=be.claim_idle_ms + 1000, justid=True))
-            self._handed.difference_update(ids)
+        await self._give_back(deliveries)
         self._next_claim = 0.0  # the next fetch claims them back (or another member does)
 
     async def close(self) -> None:

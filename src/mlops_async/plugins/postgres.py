@@ -297,6 +297,7 @@ class _PgSubscription(Subscription):
         self.listener = listener
         self.wake = asyncio.Event()
         self._closed = False
+        self.releases = not private  # a private group has no other member to take them
 
     def notified(self, conn: Any, pid: int, channel: str, topic: str) -> None:
         if topic in self.topics:
@@ -393,6 +394,17 @@ class _PgSubscription(Subscription):
         except Exception as exc:
             _raise(exc, "nack")
         self.wake.set()
+
+    async def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Expire the leases and wake the group's members, so an idle one takes them now."""
+        await self.nack(deliveries)
+        be = self.backend
+        try:
+            pool = await be._pool()
+            for topic in {d.topic for d in deliveries}:
+                await pool.execute("SELECT pg_notify($1, $2)", be.channel, topic)
+        except Exception as exc:  # released all the same: members find them by safety_poll
+            log.debug("notifying released rows: %r", exc)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:

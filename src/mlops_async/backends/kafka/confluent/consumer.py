@@ -171,8 +171,9 @@ class ConfluentSubscription(Subscription):
             # Fetched ahead, then a rewind or revocation came: drop the stale copies
             # (the Consumer only checks what it holds when the epoch changes).
             got = [d for d in got if self.owns(d)]
-        if got and not self._closing:
-            self._fetching = self._thread.run(self._fetch, max_records, timeout)
+        ahead = max_records if self.read_ahead is None else min(max_records, self.read_ahead)
+        if got and ahead > 0 and not self._closing:
+            self._fetching = self._thread.run(self._fetch, ahead, timeout)
         return got
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
