@@ -6,7 +6,7 @@ URL = "memory://"  # or "kafka://localhost:9092", "redis://localhost:6379/0"
 
 
 async def main() -> None:
-    async with Consumer(URL, topic="train", group="trainers", auto_offset_reset="earliest") as c, \
+    async with Consumer(URL, topic="train", group="trainers") as c, \
             Producer(URL, topic="train") as producer:
         msg = (MessageBuilder().with_msg_type(MessageType.START).with_creator_type(Stage.ETL)
                .with_argument("dataset", "s3://bucket/day=2026-11-21").build())

@@ -1,6 +1,6 @@
 """A FastAPI service that starts ML jobs and reports their status over the bus.
 
-    pip install 'mlops-async[all]' fastapi uvicorn
+    pip install 'mlops-async[all,serve]'
     MLOPS_BUS_URL=redis://localhost:6379/0 uvicorn app:app
 
 POST /jobs publishes a START message on the jobs topic, runs the job in the
