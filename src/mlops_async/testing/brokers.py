@@ -41,7 +41,11 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
-    """Return once 127.0.0.1:``port`` accepts connections; raise RuntimeError if ``proc`` dies."""
+    """Return once 127.0.0.1:``port`` accepts connections; raise RuntimeError if ``proc`` dies.
+
+    Blocking on purpose: brokers start from synchronous session fixtures and scripts,
+    never from inside an event loop.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
